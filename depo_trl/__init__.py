@@ -1,0 +1,25 @@
+"""depo_trl: Difficulty-Estimated Policy Optimization for Hugging Face TRL.
+
+``DEPOTrainer`` is a drop-in ``trl.GRPOTrainer`` that predicts each prompt's pass rate before rollout and
+generates completions only for prompts worth learning from.
+"""
+
+from .depo_config import DEPOConfig
+from .depo_trainer import DEPOTrainer
+from .estimators import ESTIMATORS, LogisticPassRateEstimator, PassRateEstimator, register_estimator
+from .features import FEATURE_GROUPS
+from .selection import expected_usefulness, select_in_band
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEPOConfig",
+    "DEPOTrainer",
+    "ESTIMATORS",
+    "FEATURE_GROUPS",
+    "LogisticPassRateEstimator",
+    "PassRateEstimator",
+    "expected_usefulness",
+    "register_estimator",
+    "select_in_band",
+]

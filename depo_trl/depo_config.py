@@ -1,0 +1,168 @@
+"""Configuration of DEPOTrainer: GRPOConfig plus the ``depo_*`` fields."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from trl import GRPOConfig
+
+from .estimators import resolve_estimator_class
+from .features import check_feature_names
+
+EMBEDDING_POOLINGS = ("mean", "last")
+
+
+@dataclass
+class DEPOConfig(GRPOConfig):
+    r"""
+    Configuration class for [`DEPOTrainer`]: every [`~trl.GRPOConfig`] parameter, plus the ones below.
+
+    DEPO (Difficulty-Estimated Policy Optimization) scores `depo_candidate_multiplier` candidate prompts for
+    every prompt it rolls out, predicts each candidate's pass rate with an online estimator, and generates
+    completions only for the chosen ones (in the target band first, then an exploration share from outside it).
+
+    Parameters:
+        depo_candidate_multiplier (`int`, *optional*, defaults to `4`):
+            Candidate prompts scored per prompt rolled out (K). Each generation round scores K x U candidates,
+            where U = generation_batch_size / num_generations, and rolls out U of them. `1` disables filtering.
+        depo_band_low (`float`, *optional*, defaults to `0.15`):
+            Lower end of the target band of predicted pass rate.
+        depo_band_high (`float`, *optional*, defaults to `0.85`):
+            Upper end of the target band of predicted pass rate.
+        depo_warmup_steps (`int`, *optional*, defaults to `10`):
+            Optimizer steps during which nothing is filtered (the trainer behaves exactly like GRPOTrainer) while
+            the estimator learns from every rolled-out prompt.
+        depo_exploration (`float`, *optional*, defaults to `0.1`):
+            Expected fraction of each round's rollouts spent on prompts predicted outside the band, so the
+            estimator keeps seeing them and skipped prompts can come back.
+        depo_estimator (`str`, *optional*, defaults to `"logistic"`):
+            Pass-rate estimator: a registry name (see `depo_trl.estimators.ESTIMATORS`) or a dotted path
+            `module.ClassName`. An estimator instance can also be passed to `DEPOTrainer(estimator=...)`.
+        depo_estimator_kwargs (`dict` or `str`, *optional*):
+            Keyword arguments for the estimator's constructor.
+        depo_features (`list[str]`, *optional*, defaults to `["length", "history", "embedding"]`):
+            Feature groups fed to the estimator (see `depo_trl.features.FEATURE_GROUPS`).
+        depo_pass_reward (`str`, *optional*):
+            Name of the reward function whose value decides whether a completion passes. Defaults to the only
+            reward function; required when there are several.
+        depo_pass_threshold (`float`, *optional*, defaults to `0.5`):
+            A completion passes when its `depo_pass_reward` value is >= this threshold. The estimator learns from
+            this binary pass signal, never from a shaped reward.
+        depo_embedding_pooling (`str`, *optional*, defaults to `"mean"`):
+            How the policy's last hidden states of a prompt are pooled: `"mean"` (masked mean) or `"last"`.
+        depo_embedding_dim (`int`, *optional*, defaults to `16`):
+            Columns the pooled embedding is projected to (seeded Gaussian random projection).
+        depo_embedding_max_length (`int`, *optional*, defaults to `512`):
+            Prompts longer than this many tokens are truncated (from the left) for embedding only; generation
+            always sees the full prompt.
+        depo_embedding_batch_size (`int`, *optional*, defaults to `16`):
+            Prompts per forward pass when embedding.
+        depo_history_max_prompts (`int`, *optional*, defaults to `1000000`):
+            Most prompts whose history is kept; the least recently seen are forgotten first.
+    """
+
+    _VALID_DICT_FIELDS = GRPOConfig._VALID_DICT_FIELDS + ["depo_estimator_kwargs"]
+
+    depo_candidate_multiplier: int = field(
+        default=4,
+        metadata={"help": "Candidate prompts scored per prompt rolled out (K). 1 disables filtering."},
+    )
+    depo_band_low: float = field(
+        default=0.15, metadata={"help": "Lower end of the target band of predicted pass rate."}
+    )
+    depo_band_high: float = field(
+        default=0.85, metadata={"help": "Upper end of the target band of predicted pass rate."}
+    )
+    depo_warmup_steps: int = field(
+        default=10,
+        metadata={"help": "Optimizer steps without filtering (plain GRPO) while the estimator learns."},
+    )
+    depo_exploration: float = field(
+        default=0.1,
+        metadata={"help": "Expected fraction of rollouts spent on prompts predicted outside the band."},
+    )
+    depo_estimator: str = field(
+        default="logistic",
+        metadata={"help": "Pass-rate estimator: a registry name such as 'logistic', or a dotted path to a class."},
+    )
+    depo_estimator_kwargs: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Keyword arguments for the estimator's constructor."}
+    )
+    depo_features: list[str] = field(
+        default_factory=lambda: ["length", "history", "embedding"],
+        metadata={"help": "Feature groups fed to the estimator: any of 'length', 'history', 'embedding'."},
+    )
+    depo_pass_reward: str | None = field(
+        default=None,
+        metadata={"help": "Reward function that decides a pass. Defaults to the only one; required if several."},
+    )
+    depo_pass_threshold: float = field(
+        default=0.5, metadata={"help": "A completion passes when its pass reward is >= this value."}
+    )
+    depo_embedding_pooling: str = field(
+        default="mean", metadata={"help": "Pooling of the policy's last hidden states: 'mean' or 'last'."}
+    )
+    depo_embedding_dim: int = field(
+        default=16, metadata={"help": "Dimension the pooled embedding is randomly projected to."}
+    )
+    depo_embedding_max_length: int = field(
+        default=512, metadata={"help": "Prompts are truncated to this many tokens for embedding only."}
+    )
+    depo_embedding_batch_size: int = field(default=16, metadata={"help": "Prompts per embedding forward pass."})
+    depo_history_max_prompts: int = field(
+        default=1_000_000, metadata={"help": "Most prompts whose history is kept in memory."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.depo_features, str):  # "length,history" from a command line
+            self.depo_features = [name.strip() for name in self.depo_features.split(",") if name.strip()]
+        if self.depo_estimator_kwargs is None:
+            self.depo_estimator_kwargs = {}
+        self._validate_depo()
+
+    def _validate_depo(self) -> None:
+        def fail(problem: str, fix: str):
+            raise ValueError(f"{problem} {fix}")
+
+        if not isinstance(self.depo_candidate_multiplier, int) or self.depo_candidate_multiplier < 1:
+            fail(
+                f"depo_candidate_multiplier must be an integer >= 1, got {self.depo_candidate_multiplier!r}.",
+                "Use 1 to score only the prompts that are rolled out, or e.g. 4 to score four candidates per rollout.",
+            )
+        for name in ("depo_band_low", "depo_band_high"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                fail(f"{name} must be a pass rate in [0, 1], got {value!r}.", "The paper uses 0.15 and 0.85.")
+        if self.depo_band_low >= self.depo_band_high:
+            fail(
+                f"depo_band_low ({self.depo_band_low}) must be below depo_band_high ({self.depo_band_high}).",
+                "Swap them, or widen the band (the paper uses [0.15, 0.85]).",
+            )
+        if not 0.0 <= self.depo_exploration < 1.0:
+            fail(
+                f"depo_exploration must be in [0, 1), got {self.depo_exploration!r}.",
+                "It is the share of rollouts spent outside the band; 0.1 is a good default.",
+            )
+        if not isinstance(self.depo_warmup_steps, int) or self.depo_warmup_steps < 0:
+            fail(f"depo_warmup_steps must be an integer >= 0, got {self.depo_warmup_steps!r}.", "Use 0 for none.")
+        if not isinstance(self.depo_pass_threshold, (int, float)) or not math.isfinite(self.depo_pass_threshold):
+            fail(
+                f"depo_pass_threshold must be a finite number, got {self.depo_pass_threshold!r}.",
+                "For 0/1 accuracy rewards use 0.5.",
+            )
+        check_feature_names(self.depo_features)
+        if isinstance(self.depo_estimator, str):
+            resolve_estimator_class(self.depo_estimator)
+        if self.depo_embedding_pooling not in EMBEDDING_POOLINGS:
+            fail(
+                f"depo_embedding_pooling must be one of {EMBEDDING_POOLINGS}, got {self.depo_embedding_pooling!r}.",
+                "Use 'mean' (the default) or 'last'.",
+            )
+        for name in ("depo_embedding_dim", "depo_embedding_max_length", "depo_embedding_batch_size"):
+            if getattr(self, name) < 1:
+                fail(f"{name} must be >= 1, got {getattr(self, name)!r}.", "Use a positive integer.")
+        if self.depo_history_max_prompts < 1:
+            fail(f"depo_history_max_prompts must be >= 1, got {self.depo_history_max_prompts}.", "Use e.g. 1000000.")

@@ -1,0 +1,431 @@
+"""DEPOTrainer: GRPO that generates completions only for prompts worth learning from.
+
+Each generation round (one call of ``_generate_and_score_completions`` in training):
+
+1. Draw K x U distinct candidate prompts from the training set (``CandidateStream``), identically on every rank.
+   U = generation_batch_size / num_generations is the number of prompts GRPO would roll out; K is
+   ``depo_candidate_multiplier``.
+2. Featurise them: cheap statistics, per-prompt history, and the policy's pooled hidden state of the prompt (each
+   rank embeds an equal shard, then the shards are gathered).
+3. Predict each candidate's pass rate and pick exactly U (``selection.select_in_band``); rank 0's pick is
+   broadcast so every rank agrees.
+4. Lay the U prompts out as U x G rows, G contiguous copies each, hand each rank its slice to
+   ``GRPOTrainer._generate_and_score_completions`` (generation, rewards, advantages: all TRL's).
+5. Read the gathered rewards TRL computed, count passes per group, and train the estimator and history.
+
+During ``depo_warmup_steps`` (or when K = 1) step 1-4 are replaced by GRPO's own batch, untouched: the trainer
+behaves exactly like ``GRPOTrainer`` while the estimator learns. Evaluation is never filtered.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate.utils import broadcast_object_list, gather_object
+from trl import GRPOTrainer
+from trl.data_utils import maybe_apply_chat_template
+
+from . import _trl_compat
+from .candidates import CandidateStream
+from .depo_config import DEPOConfig
+from .embedding import embed_token_ids
+from .estimators import PassRateEstimator, make_estimator
+from .features import CandidateBatch, Featurizer
+from .history import PromptHistory, prompt_key
+from .selection import REASON_BAND, Selection, select_in_band
+from .state import load_state, save_state
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Round:
+    """What one generation round decided, kept until its rewards arrive."""
+
+    keys: np.ndarray  # prompt keys of all candidates
+    features: np.ndarray  # (n_candidates, n_features)
+    predicted: np.ndarray  # predicted pass rate per candidate (NaN where the estimator failed)
+    selection: Selection
+    warmup: bool
+    embed_seconds: float = 0.0
+    estimate_seconds: float = 0.0
+
+
+@dataclass
+class DEPOStats:
+    """Running totals over the whole run (saved with checkpoints)."""
+
+    rounds: int = 0
+    candidates_scored: int = 0
+    prompts_rolled_out: int = 0
+    prompts_skipped: int = 0
+    completions_generated: int = 0
+    useful_groups: int = 0
+    labelled_groups: int = 0
+    estimator_failures: int = 0
+    skipped_by_reason: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k != "skipped_by_reason"}
+        state["skipped_by_reason"] = dict(self.skipped_by_reason)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            if key == "skipped_by_reason":
+                self.skipped_by_reason = defaultdict(int, {k: int(v) for k, v in value.items()})
+            else:
+                setattr(self, key, int(value))
+
+
+_check_version = _trl_compat.check_trl_version
+_check_version()
+
+
+class DEPOTrainer(GRPOTrainer):
+    """[`~trl.GRPOTrainer`] that rolls out only prompts whose predicted pass rate is in a target band.
+
+    Takes every argument of `GRPOTrainer` (with `args` a [`DEPOConfig`]) plus:
+
+    Args:
+        estimator ([`~depo_trl.estimators.PassRateEstimator`], *optional*):
+            A ready estimator instance. Defaults to the one named by `args.depo_estimator`.
+    """
+
+    _tag_names = ["trl", "grpo", "depo"]
+    _name = "DEPO"
+
+    def __init__(self, model, reward_funcs=None, args: DEPOConfig | None = None, *pos, estimator=None, **kwargs):
+        if args is None:
+            name = model if isinstance(model, str) else model.config._name_or_path
+            args = DEPOConfig(f"{name.split('/')[-1]}-DEPO")
+        if not isinstance(args, DEPOConfig):
+            raise TypeError(
+                f"DEPOTrainer needs a DEPOConfig, got {type(args).__name__}. "
+                "Build one with the same fields: DEPOConfig(**your_grpo_args.to_dict()), plus any depo_* fields."
+            )
+        train_dataset = kwargs.get("train_dataset", pos[0] if pos else None)
+        self._check_train_dataset(train_dataset, args)
+        super().__init__(model, reward_funcs, args, *pos, **kwargs)
+
+        self.depo_pass_index = self._resolve_pass_reward()
+        spec = estimator if estimator is not None else args.depo_estimator
+        self.depo_estimator: PassRateEstimator = make_estimator(spec, **(args.depo_estimator_kwargs or {}))
+        self.depo_history = PromptHistory(max_prompts=args.depo_history_max_prompts)
+        self.depo_featurizer = Featurizer(args.depo_features, embedding_dim=args.depo_embedding_dim, seed=args.seed)
+        self.depo_candidates = CandidateStream(len(self.train_dataset), seed=args.seed, shuffle=self.shuffle_dataset)
+        self.depo_rng = np.random.default_rng(args.seed)
+        self.depo_stats = DEPOStats()
+        self._depo_capture = False
+        self._depo_rewards: torch.Tensor | None = None
+        self._depo_warned: set[str] = set()
+
+    # ------------------------------------------------------------------ set-up checks
+    @staticmethod
+    def _check_train_dataset(dataset, args: DEPOConfig) -> None:
+        if dataset is None:
+            raise ValueError("DEPOTrainer needs a train_dataset: DEPO selects prompts from it.")
+        if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+            raise ValueError(
+                f"DEPOTrainer needs a map-style train_dataset (datasets.Dataset) to over-sample candidates by index; "
+                f"got {type(dataset).__name__}. For a streaming dataset, materialise a shard first, e.g. "
+                "datasets.Dataset.from_generator(lambda: streaming_ds.take(100_000))."
+            )
+        columns = getattr(dataset, "column_names", None)
+        if columns is not None and "prompt" not in columns:
+            raise ValueError(
+                f"The train_dataset has no 'prompt' column (columns: {columns}). DEPO scores and rolls out the "
+                "'prompt' column; rename yours, e.g. dataset.rename_column('question', 'prompt')."
+            )
+        unique_per_round = args.generation_batch_size // args.num_generations
+        pool = args.depo_candidate_multiplier * unique_per_round
+        if len(dataset) < pool:
+            raise ValueError(
+                f"The train_dataset has {len(dataset)} prompts, fewer than one candidate pool of {pool} "
+                f"(depo_candidate_multiplier={args.depo_candidate_multiplier} x {unique_per_round} prompts per "
+                "generation round). Add prompts, or lower depo_candidate_multiplier or the generation batch size."
+            )
+
+    def _resolve_pass_reward(self) -> int:
+        names = list(self.reward_func_names)
+        wanted = self.args.depo_pass_reward
+        if wanted is None:
+            if len(names) == 1:
+                return 0
+            raise ValueError(
+                f"There are {len(names)} reward functions {names}; DEPO needs to know which one decides a pass. "
+                f"Set depo_pass_reward to one of {names}."
+            )
+        if wanted not in names:
+            raise ValueError(f"depo_pass_reward={wanted!r} is not a reward function name. Choose one of {names}.")
+        return names.index(wanted)
+
+    # ------------------------------------------------------------------ TRL hooks
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        if self._depo_capture:
+            self._depo_rewards = rewards.detach().float().cpu()
+        return rewards
+
+    def _generate_and_score_completions(self, inputs):
+        if not self.model.training:  # evaluation is never filtered
+            return super()._generate_and_score_completions(inputs)
+        plan, local_inputs = self._plan_round(inputs)
+        self._depo_capture, self._depo_rewards = True, None
+        try:
+            output = super()._generate_and_score_completions(local_inputs)
+        finally:
+            self._depo_capture = False
+        self._learn_from_round(plan, self._depo_rewards)
+        return output
+
+    # ------------------------------------------------------------------ one round
+    @property
+    def depo_filtering(self) -> bool:
+        """Whether this round filters (False during warm-up, or when K = 1)."""
+        return self.args.depo_candidate_multiplier > 1 and self.state.global_step >= self.args.depo_warmup_steps
+
+    def _plan_round(self, inputs: list[dict]) -> tuple[_Round, list[dict]]:
+        group = self.num_generations
+        if not self.depo_filtering:
+            # GRPO's own batch: G contiguous copies per prompt across the ranks' concatenated rows.
+            global_prompts = gather_object([x["prompt"] for x in inputs])
+            prompts = global_prompts[::group]
+            features, predicted, timings = self._score(prompts)
+            keep_all = Selection(
+                indices=np.arange(len(prompts)), reasons=[REASON_BAND] * len(prompts), in_band=self._in_band(predicted)
+            )
+            plan = _Round(np.array([prompt_key(p) for p in prompts]), features, predicted, keep_all, True, *timings)
+            return plan, inputs
+
+        n_select = self.args.generation_batch_size // group
+        indices = self.depo_candidates.next(self.args.depo_candidate_multiplier * n_select)
+        rows = [self.train_dataset[int(i)] for i in indices]
+        prompts = [row["prompt"] for row in rows]
+        features, predicted, timings = self._score(prompts)
+        selection = self._select(predicted, n_select)
+        plan = _Round(np.array([prompt_key(p) for p in prompts]), features, predicted, selection, False, *timings)
+
+        global_rows = [rows[i] for i in selection.indices for _ in range(group)]
+        per_rank = len(global_rows) // self.accelerator.num_processes
+        start = self.accelerator.process_index * per_rank
+        return plan, global_rows[start : start + per_rank]
+
+    def _in_band(self, predicted: np.ndarray) -> np.ndarray:
+        return (predicted >= self.args.depo_band_low) & (predicted <= self.args.depo_band_high)
+
+    def _select(self, predicted: np.ndarray, n_select: int) -> Selection:
+        if self.accelerator.is_main_process:
+            if np.isfinite(predicted).all():
+                selection = select_in_band(
+                    predicted,
+                    n_select,
+                    self.num_generations,
+                    self.args.depo_band_low,
+                    self.args.depo_band_high,
+                    self.args.depo_exploration,
+                    self.depo_rng,
+                )
+            else:  # the estimator failed this round: roll out a uniform random subset, like GRPO
+                chosen = self.depo_rng.choice(len(predicted), size=n_select, replace=False)
+                selection = Selection(chosen, ["uniform"] * n_select, np.zeros(len(predicted), dtype=bool))
+        else:
+            selection = None  # only rank 0 draws from depo_rng; its state is the one checkpointed
+        payload = [selection]
+        if self.accelerator.num_processes > 1:
+            broadcast_object_list(payload, from_process=0)
+        return payload[0]
+
+    def _score(self, prompts: list) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+        """Features and predicted pass rate for each prompt; NaN predictions when the estimator fails."""
+        t0 = time.perf_counter()
+        batch = self._candidate_batch(prompts)
+        t1 = time.perf_counter()
+        features = self.depo_featurizer.transform(batch, self.depo_history)
+        try:
+            predicted = np.asarray(self.depo_estimator.predict_pass_rate(features, keys=batch.keys), dtype=np.float64)
+            if predicted.shape != (len(prompts),) or not np.isfinite(predicted).all():
+                raise ValueError(f"predicted pass rates are not {len(prompts)} finite numbers")
+            predicted = np.clip(predicted, 0.0, 1.0)
+        except Exception as exc:  # a failing estimator never stops training
+            self._estimator_failed("predict", exc)
+            predicted = np.full(len(prompts), np.nan)
+        return features, predicted, (t1 - t0, time.perf_counter() - t1)
+
+    def _candidate_batch(self, prompts: list) -> CandidateBatch:
+        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+        texts = [maybe_apply_chat_template({"prompt": p}, tokenizer)["prompt"] for p in prompts]
+        token_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        keys = np.array([prompt_key(p) for p in prompts], dtype=np.int64)
+        batch = CandidateBatch(keys=keys, texts=texts, token_counts=np.array([len(t) for t in token_ids]))
+        if self.depo_featurizer.needs_embedding:
+            limit = self.args.depo_embedding_max_length
+            batch.embeddings = self._embed([ids[-limit:] for ids in token_ids], tokenizer.pad_token_id)
+        return batch
+
+    def _embed(self, token_ids: list[list[int]], pad_token_id: int) -> np.ndarray:
+        """Each rank embeds an equal shard (padded with repeats), then the shards are gathered in rank order."""
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        shard = -(-len(token_ids) // world)
+        padded = token_ids + [token_ids[-1]] * (shard * world - len(token_ids))
+        mine = padded[rank * shard : (rank + 1) * shard]
+        embeddings = embed_token_ids(
+            self.model,
+            mine,
+            pad_token_id,
+            pooling=self.args.depo_embedding_pooling,
+            batch_size=self.args.depo_embedding_batch_size,
+            device=self.accelerator.device,
+        )
+        if world > 1:
+            embeddings = self.accelerator.gather(embeddings.contiguous())
+        return embeddings[: len(token_ids)].cpu().double().numpy()
+
+    def _estimator_failed(self, what: str, exc: Exception) -> None:
+        self.depo_stats.estimator_failures += 1
+        if what not in self._depo_warned:
+            self._depo_warned.add(what)
+            warnings.warn(
+                f"DEPO estimator {type(self.depo_estimator).__name__} failed to {what} ({exc!r}); this round "
+                f"{'falls back to uniform selection' if what == 'predict' else 'teaches it nothing'}. Training goes "
+                "on; failures are counted in depo/estimator_failures. Further failures are not warned about.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    # ------------------------------------------------------------------ learning and metrics
+    def _group_outcomes(self, rewards: torch.Tensor | None, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+        """Passes and scorable completions per rolled-out group, from the gathered (N, n_funcs) rewards."""
+        if rewards is None:
+            return np.zeros(n_groups), np.zeros(n_groups)
+        column = rewards[:, self.depo_pass_index].view(n_groups, self.num_generations).numpy()
+        scorable = np.isfinite(column)
+        passes = ((column >= self.args.depo_pass_threshold) & scorable).sum(axis=1)
+        return passes.astype(np.float64), scorable.sum(axis=1).astype(np.float64)
+
+    def _learn_from_round(self, plan: _Round, rewards: torch.Tensor | None) -> None:
+        chosen = plan.selection.indices
+        passes, trials = self._group_outcomes(rewards, len(chosen))
+        keys, features = plan.keys[chosen], plan.features[chosen]
+        t0 = time.perf_counter()
+        try:
+            self.depo_estimator.partial_fit(features, passes, trials, keys=keys)
+        except Exception as exc:
+            self._estimator_failed("learn", exc)
+        self.depo_history.update(keys, passes, trials)
+        plan.estimate_seconds += time.perf_counter() - t0
+        self._log_round(plan, passes, trials)
+
+    def _log_round(self, plan: _Round, passes: np.ndarray, trials: np.ndarray) -> None:
+        chosen, group = plan.selection.indices, self.num_generations
+        n_candidates, n_chosen = len(plan.keys), len(chosen)
+        labelled = trials > 0
+        observed = np.where(labelled, passes / np.maximum(trials, 1), np.nan)
+        useful = labelled & (passes > 0) & (passes < trials)
+
+        stats = self.depo_stats
+        stats.rounds += 1
+        stats.candidates_scored += n_candidates
+        stats.prompts_rolled_out += n_chosen
+        stats.prompts_skipped += n_candidates - n_chosen
+        stats.completions_generated += n_chosen * group
+        stats.useful_groups += int(useful.sum())
+        stats.labelled_groups += int(labelled.sum())
+        skipped = np.setdiff1d(np.arange(n_candidates), chosen)
+        predicted_skipped = plan.predicted[skipped]
+        stats.skipped_by_reason["too_easy"] += int((predicted_skipped > self.args.depo_band_high).sum())
+        stats.skipped_by_reason["too_hard"] += int((predicted_skipped < self.args.depo_band_low).sum())
+        stats.skipped_by_reason["in_band_not_needed"] += int(plan.selection.in_band[skipped].sum())
+
+        m = _trl_compat.metrics(self)["train"]
+        m["depo/warmup"].append(float(plan.warmup))
+        m["depo/candidates_scored"].append(float(n_candidates))
+        m["depo/prompts_rolled_out"].append(float(n_chosen))
+        m["depo/skipped_share"].append(1.0 - n_chosen / n_candidates)
+        m["depo/in_band_share"].append(float(plan.selection.in_band[chosen].mean()))
+        m["depo/explored_share"].append(plan.selection.n_explored / n_chosen)
+        m["depo/filled_share"].append(plan.selection.n_filled / n_chosen)
+        m["depo/embed_seconds"].append(plan.embed_seconds)
+        m["depo/estimator_seconds"].append(plan.estimate_seconds)
+        m["depo/estimator_failures"].append(float(stats.estimator_failures))
+        if labelled.any():
+            predicted = plan.predicted[chosen][labelled]
+            observed = observed[labelled]
+            m["depo/observed_pass_rate"].append(float(observed.mean()))
+            m["depo/useful_group_share"].append(float(useful[labelled].mean()))
+            if np.isfinite(predicted).all():
+                m["depo/predicted_pass_rate"].append(float(predicted.mean()))
+                # Brier score of the per-completion prediction: mean over groups of mean_j (p - y_j)^2.
+                brier = predicted**2 - 2 * predicted * observed + observed
+                m["depo/brier"].append(float(brier.mean()))
+                m["depo/abs_calibration_error"].append(float(np.abs(predicted.mean() - observed.mean())))
+
+    # ------------------------------------------------------------------ state and checkpoints
+    def depo_state_dict(self) -> dict[str, Any]:
+        return {
+            "format": 1,
+            "estimator_class": type(self.depo_estimator).__name__,
+            "estimator": self.depo_estimator.state_dict(),
+            "history": self.depo_history.state_dict(),
+            "candidates": self.depo_candidates.state_dict(),
+            "rng": self.depo_rng.bit_generator.state,
+            "stats": self.depo_stats.state_dict(),
+        }
+
+    def load_depo_state_dict(self, state: dict[str, Any]) -> None:
+        saved, current = state["estimator_class"], type(self.depo_estimator).__name__
+        if saved != current:
+            raise ValueError(
+                f"The checkpoint's DEPO state was made by estimator {saved}, but this run uses {current}. "
+                "Resume with the same depo_estimator, or start a new run."
+            )
+        self.depo_estimator.load_state_dict(state["estimator"])
+        self.depo_history.load_state_dict(state["history"])
+        self.depo_candidates.load_state_dict(state["candidates"])
+        self.depo_rng.bit_generator.state = state["rng"]
+        self.depo_stats.load_state_dict(state["stats"])
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            save_state(self.depo_state_dict(), _trl_compat.checkpoint_dir(self, trial))
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            state = load_state(checkpoint)
+            if state is None:
+                warnings.warn(
+                    f"Checkpoint {checkpoint} holds no DEPO state (depo_state.json); the estimator and history "
+                    "start fresh.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            else:
+                self.load_depo_state_dict(state)
+
+    # ------------------------------------------------------------------ summary
+    def depo_summary(self) -> str:
+        """A short human-readable account of what DEPO skipped and what it saved."""
+        s = self.depo_stats
+        if s.rounds == 0:
+            return "DEPO: no training rounds yet."
+        lines = [
+            f"DEPO: {s.rounds} rounds, {s.candidates_scored} candidate prompts scored, "
+            f"{s.prompts_rolled_out} rolled out, {s.prompts_skipped} skipped.",
+            "  skipped as predicted too easy: {too_easy}, too hard: {too_hard}, in band but not needed: "
+            "{in_band_not_needed}".format(**{k: s.skipped_by_reason.get(k, 0) for k in
+                                             ("too_easy", "too_hard", "in_band_not_needed")}),
+            f"  useful groups (0 < passes < G): {s.useful_groups}/{s.labelled_groups} "
+            f"({s.useful_groups / max(s.labelled_groups, 1):.1%}) for {s.completions_generated} completions",
+        ]
+        if s.estimator_failures:
+            lines.append(f"  estimator failures (fell back to uniform): {s.estimator_failures}")
+        return "\n".join(lines)
