@@ -47,6 +47,7 @@ def make_config(tmp_path, grpo=False, **overrides):
         save_strategy="no",
         seed=0,
         disable_tqdm=True,
+        activation_checkpointing=False,  # recomputing activations only costs time on a tiny CPU model
     )
     defaults.update(overrides)
     if grpo:

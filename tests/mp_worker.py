@@ -36,7 +36,7 @@ def main(out_dir: str, per_device_batch: int) -> None:
         output_dir=os.path.join(out_dir, "run"), per_device_train_batch_size=per_device_batch, num_generations=4,
         max_completion_length=4, max_steps=5, learning_rate=1e-4, bf16=False, use_cpu=True, report_to="none",
         save_strategy="no", disable_tqdm=True, seed=0, depo_warmup_steps=2, depo_candidate_multiplier=3,
-        ddp_backend="gloo",
+        ddp_backend="gloo", activation_checkpointing=False,
     )
     selected = []
 

@@ -1,0 +1,80 @@
+"""Selection, history, candidate stream and safe state: the trainer's plain-numpy parts."""
+
+import numpy as np
+import pytest
+
+from depo_trl.candidates import CandidateStream
+from depo_trl.history import PromptHistory, prompt_key
+from depo_trl.selection import expected_usefulness, select_in_band
+from depo_trl.state import load_state, save_state
+
+
+def test_expected_usefulness():
+    assert expected_usefulness(np.array([0.0, 1.0]), 8).tolist() == [0.0, 0.0]
+    assert expected_usefulness(np.array([0.5]), 2)[0] == pytest.approx(0.5)
+    assert expected_usefulness(np.array([0.5]), 8)[0] == pytest.approx(1 - 2 / 256)
+
+
+def test_selection_prefers_band_then_fills():
+    rng = np.random.default_rng(0)
+    p = np.array([0.01, 0.5, 0.99, 0.4, 0.02, 0.97, 0.6, 0.03])
+    sel = select_in_band(p, 3, 8, 0.15, 0.85, exploration=0.0, rng=rng)
+    assert sorted(sel.indices.tolist()) == [1, 3, 6] and set(sel.reasons) == {"band"}
+    sel = select_in_band(p, 5, 8, 0.15, 0.85, exploration=0.0, rng=rng)  # only 3 in band: 2 filled
+    assert len(set(sel.indices.tolist())) == 5 and sel.n_filled == 2
+
+
+def test_selection_exploration_share_is_exact_in_expectation():
+    rng = np.random.default_rng(1)
+    p = np.concatenate([np.full(50, 0.5), np.full(50, 0.99)])
+    explored = [select_in_band(p, 4, 8, 0.15, 0.85, 0.1, rng).n_explored for _ in range(4000)]
+    assert np.mean(explored) / 4 == pytest.approx(0.1, abs=0.01)
+
+
+def test_history_tracks_and_bounds_memory():
+    h = PromptHistory(max_prompts=3)
+    h.update([1, 2], [8, 0], [8, 8])
+    h.update([1], [4, ], [8])
+    got = h.lookup([1, 2, 99])
+    assert got["seen"].tolist() == [1, 1, 0]
+    assert got["count"].tolist() == [2, 1, 0]
+    assert got["last_rate"][:2].tolist() == [0.5, 0.0]
+    assert got["rounds_since"][:2].tolist() == [0, 1]
+    h.update([3], [1], [8])
+    h.update([4], [1], [8])  # full: the least recently seen (2) is forgotten
+    assert len(h) == 3
+    assert h.lookup([2])["seen"][0] == 0 and h.lookup([4])["seen"][0] == 1
+
+
+def test_prompt_key_is_stable_for_chat_and_text():
+    chat = [{"role": "user", "content": "hi"}]
+    assert prompt_key(chat) == prompt_key([{"content": "hi", "role": "user"}])
+    assert prompt_key("a") != prompt_key("b")
+
+
+def test_candidate_stream_covers_every_prompt_each_epoch():
+    stream = CandidateStream(10, seed=3)
+    drawn = np.concatenate([stream.next(4) for _ in range(5)])  # 20 draws = 2 epochs, rounds straddle epochs
+    for round_start in range(0, 20, 4):
+        assert len(set(drawn[round_start:round_start + 4])) == 4  # distinct within a round
+    counts = np.bincount(drawn, minlength=10)
+    assert counts.min() == 2 and counts.max() == 2
+
+
+def test_candidate_stream_resumes_exactly():
+    a = CandidateStream(7, seed=1)
+    a.next(3), a.next(3)
+    b = CandidateStream(7, seed=1)
+    b.load_state_dict(a.state_dict())
+    assert [a.next(3).tolist() for _ in range(4)] == [b.next(3).tolist() for _ in range(4)]
+
+
+def test_state_files_hold_no_pickle(tmp_path):
+    state = {"a": np.arange(3), "b": {"c": 1.5, "d": [np.ones(2), "x"]}, "rng": np.random.default_rng(0).bit_generator.state}
+    save_state(state, str(tmp_path))
+    loaded = load_state(str(tmp_path))
+    assert loaded["a"].tolist() == [0, 1, 2] and loaded["b"]["c"] == 1.5 and loaded["b"]["d"][1] == "x"
+    rng = np.random.default_rng()
+    rng.bit_generator.state = loaded["rng"]
+    assert rng.random() == np.random.default_rng(0).random()
+    assert load_state(str(tmp_path / "missing")) is None
