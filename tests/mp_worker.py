@@ -19,7 +19,7 @@ from depo_trl.history import prompt_key  # noqa: E402
 from depo_trl.tiny import build_model, build_tokenizer  # noqa: E402
 
 
-def main(out_dir: str, per_device_batch: int) -> None:
+def main(out_dir: str, per_device_batch: int, backend: str) -> None:
     rank = int(os.environ.get("RANK", 0))
     # Easy prompts always pass and hard ones never, whatever the completion: a group's observed pass rate must
     # be exactly 1 or 0, which breaks if rewards are attributed to the wrong prompt.
@@ -48,6 +48,12 @@ def main(out_dir: str, per_device_batch: int) -> None:
     tokenizer = build_tokenizer()
     trainer = Recording(model=build_model(tokenizer), reward_funcs=reward, args=args, train_dataset=dataset,
                         processing_class=tokenizer)
+    standin = None
+    if backend == "vllm-server-standin":
+        sys.path.insert(0, os.path.dirname(__file__))
+        from vllm_standin import install
+
+        standin = install(trainer)
     trainer.train()
     history = trainer.depo_history.lookup(np.array([prompt_key(r["prompt"]) for r in rows]))
     report = {
@@ -60,10 +66,11 @@ def main(out_dir: str, per_device_batch: int) -> None:
         "kinds": [r["kind"] for r in rows],
         "rounds": trainer.depo_stats.rounds,
         "rows_per_rank": per_device_batch,
+        "generation_calls": standin.calls if standin else None,
     }
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(report, f)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3])

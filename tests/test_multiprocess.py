@@ -11,11 +11,11 @@ import pytest
 WORKER = os.path.join(os.path.dirname(__file__), "mp_worker.py")
 
 
-def _run(nproc, per_device_batch, tmp_path):
+def _run(nproc, per_device_batch, backend, tmp_path):
     torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.path.dirname(os.path.dirname(WORKER))}
     cmd = [torchrun, "--nproc_per_node", str(nproc), "--master_port", str(29500 + os.getpid() % 1000), WORKER,
-           str(tmp_path), str(per_device_batch)]
+           str(tmp_path), str(per_device_batch), backend]
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     except subprocess.TimeoutExpired as exc:
@@ -25,11 +25,14 @@ def _run(nproc, per_device_batch, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("nproc, per_device_batch", [(2, 6), (3, 4)])
-def test_ranks_agree_and_rewards_reach_the_right_prompt(nproc, per_device_batch, tmp_path):
-    """2 ranks x 6 rows = 3 groups of 4 (group 1 straddles ranks 0 and 1); 3 ranks x 4 rows = 3 groups of 4,
-    each group split 4 = 4, 2+2, ... across uneven boundaries."""
-    reports = _run(nproc, per_device_batch, tmp_path)
+@pytest.mark.parametrize(
+    "nproc, per_device_batch, backend",
+    [(2, 6, "transformers"), (3, 4, "transformers"), (2, 6, "vllm-server-standin")],
+)
+def test_ranks_agree_and_rewards_reach_the_right_prompt(nproc, per_device_batch, backend, tmp_path):
+    """2 ranks x 6 rows = 3 groups of 4, group 1 straddling ranks 0 and 1; 3 ranks x 4 rows = 3 groups of 4 with
+    a 1 + 3 split. The vLLM stand-in checks the server path's contract (G contiguous copies, rows per rank)."""
+    reports = _run(nproc, per_device_batch, backend, tmp_path)
     first = reports[0]
     assert first["world_size"] == nproc
     for other in reports[1:]:
@@ -49,3 +52,9 @@ def test_ranks_agree_and_rewards_reach_the_right_prompt(nproc, per_device_batch,
             seen += 1
             assert rate == (1.0 if kind == "easy" else 0.0)
     assert seen >= 10
+    if backend == "vllm-server-standin":
+        for report in reports:
+            calls = report["generation_calls"]
+            assert len(calls) == 5
+            assert all(c == {"local_rows": per_device_batch, "global_rows": per_device_batch * nproc,
+                             "groups": per_device_batch * nproc // 4} for c in calls)

@@ -165,3 +165,25 @@ def test_eval_is_not_filtered(tiny_model, tokenizer, config_factory):
     metrics = trainer.evaluate()
     assert "eval_reward" in metrics
     assert trainer.depo_stats.rounds == rounds  # evaluation went straight to GRPO
+
+
+def test_a_failing_estimator_never_stops_training(tiny_model, tokenizer, config_factory):
+    from depo_trl.estimators import LogisticPassRateEstimator
+
+    class Broken(LogisticPassRateEstimator):
+        def predict_pass_rate(self, X, keys=None):
+            return np.full(len(X), np.nan)  # NaN predictions: this round falls back to uniform selection
+
+        def partial_fit(self, X, passes, trials, keys=None):
+            raise RuntimeError("estimator exploded")
+
+    args = config_factory(max_steps=3, depo_warmup_steps=0)
+    trainer = DEPOTrainer(model=tiny_model, reward_funcs=letters_reward, args=args,
+                          train_dataset=letters_dataset(96), processing_class=tokenizer, estimator=Broken())
+    with pytest.warns(RuntimeWarning, match="failed to predict"):
+        trainer.train()
+    assert trainer.depo_stats.rounds == 3
+    assert trainer.depo_stats.prompts_rolled_out == 12  # every round still rolled out a full batch
+    assert trainer.depo_stats.estimator_failures == 6  # 3 predictions + 3 updates
+    assert _metric(trainer, "depo/estimator_failures")[-1] == 6
+    assert len(trainer.depo_history) > 0  # history still learned
