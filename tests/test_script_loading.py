@@ -1,0 +1,96 @@
+"""What the training script loads from a recipe: local files and built-in datasets, the tiny model, rewards."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from depo_trl.rewards import gsm8k_accuracy  # noqa: E402
+from depo_trl.scripts.depo import DEPOScriptArguments  # noqa: E402
+from depo_trl.scripts.loading import load_datasets, load_model, load_reward_funcs  # noqa: E402
+
+GSM8K_TEST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k" / "test.jsonl"
+ROWS = [
+    {"question": "Tom has 3 apples and buys 1,000 more. How many?", "answer": "3 + 1000 = 1003\n#### 1,003"},
+    {"question": "What is 6 times 7?", "answer": "6 * 7 = <<6*7=42>>42\n#### 42"},
+]
+
+
+@pytest.fixture
+def jsonl(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    return path
+
+
+def test_local_jsonl_by_path_and_by_builder_give_the_same_rows(jsonl):
+    by_path = load_datasets(DEPOScriptArguments(dataset_name=str(jsonl), dataset_format="gsm8k"))
+    by_builder = load_datasets(
+        DEPOScriptArguments(dataset_name="json", dataset_data_files=[str(jsonl)], dataset_format="gsm8k")
+    )
+    for loaded in (by_path, by_builder):
+        train = loaded["train"]
+        assert sorted(train.column_names) == ["answer", "prompt"] and train["answer"] == ["1003", "42"]
+        assert train[0]["prompt"][-1] == {"role": "user", "content": ROWS[0]["question"]}
+
+
+def test_parquet_file_and_prompt_column(tmp_path):
+    from datasets import Dataset
+
+    path = tmp_path / "data.parquet"
+    Dataset.from_list([{"text": "2+2?", "answer": "4"}, {"text": "3+3?", "answer": "6"}]).to_parquet(str(path))
+    train = load_datasets(DEPOScriptArguments(dataset_name=str(path), dataset_prompt_column="text"))["train"]
+    assert train["prompt"] == ["2+2?", "3+3?"] and "text" not in train.column_names
+
+
+def test_shared_gsm8k_file_loads_formats_and_scores():
+    if not GSM8K_TEST.exists():
+        pytest.skip(f"GSM8K data not found at {GSM8K_TEST}")
+    train = load_datasets(DEPOScriptArguments(dataset_name=str(GSM8K_TEST), dataset_format="gsm8k", dataset_max_samples=50))["train"]
+    assert len(train) == 50
+    assert gsm8k_accuracy([f"\\boxed{{{a}}}" for a in train["answer"]], answer=train["answer"]) == [1.0] * 50
+
+
+def test_builtin_datasets_and_max_samples():
+    letters = load_datasets(DEPOScriptArguments(dataset_name="depo:letters", dataset_max_samples=64), seed=1)
+    assert len(letters["train"]) == 64 and {"prompt", "allowed"} <= set(letters["train"].column_names)
+    assert "test" in letters
+    controlled = load_datasets(DEPOScriptArguments(dataset_name="depo:controlled", dataset_max_samples=30))
+    assert len(controlled["train"]) == 30
+    with pytest.raises(ValueError, match="depo:letters, depo:controlled"):
+        load_datasets(DEPOScriptArguments(dataset_name="depo:nope"))
+
+
+def test_dataset_errors_are_actionable(tmp_path, jsonl):
+    with pytest.raises(ValueError, match="set dataset_name"):
+        load_datasets(DEPOScriptArguments())
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_datasets(DEPOScriptArguments(dataset_name=str(tmp_path / "missing.jsonl")))
+    with pytest.raises(ValueError, match="no split 'training'"):
+        load_datasets(DEPOScriptArguments(dataset_name=str(jsonl), dataset_train_split="training"))
+
+
+def test_rewards_from_script_args():
+    funcs = load_reward_funcs(DEPOScriptArguments(reward_funcs=["gsm8k_accuracy", "format_reward"]))
+    assert [f.__name__ for f in funcs] == ["gsm8k_accuracy", "format_reward"]
+    with pytest.raises(ValueError, match="No reward"):
+        load_reward_funcs(DEPOScriptArguments())
+
+
+def test_tiny_model_is_built_and_hub_models_are_left_to_trl():
+    from trl import ModelConfig
+
+    from depo_trl import DEPOConfig
+
+    args = DEPOConfig(output_dir="/tmp/unused", use_cpu=True, bf16=False, report_to="none")
+    model, tokenizer = load_model(ModelConfig(model_name_or_path="depo-tiny"), args)
+    assert model.config.model_type == "qwen2" and tokenizer.chat_template
+    name, processing_class = load_model(ModelConfig(model_name_or_path="Qwen/Qwen2.5-0.5B-Instruct", dtype="bfloat16"), args)
+    assert name == "Qwen/Qwen2.5-0.5B-Instruct" and processing_class is None
+    assert args.model_init_kwargs["dtype"] == "bfloat16"
