@@ -250,7 +250,10 @@ def format_summary(summary: dict) -> str:
 
 
 def _figure(n_axes: int = 1, width: float = 6.4):
-    from matplotlib.figure import Figure
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError("The report's plots need matplotlib: pip install matplotlib (or 'depo_trl[plots]').") from exc
 
     fig = Figure(figsize=(width, 4.0), layout="constrained")
     axes = fig.subplots(1, n_axes)
@@ -345,14 +348,15 @@ def write_report(output_dir: str, report_dir: str | None = None) -> dict[str, st
     os.makedirs(report_dir, exist_ok=True)
     summary = compute_summary(run)
     text = format_summary(summary)
+    summary_path = os.path.join(report_dir, "summary.txt")
+    with open(summary_path, "w") as f:  # first, so a missing matplotlib still leaves the summary
+        f.write(text + "\n")
     paths = {name: os.path.join(report_dir, name) for name in PLOTS}
     plot_calibration(run, paths["calibration.png"])
     plot_band_share(run, paths["band_share.png"])
     plot_rollouts_saved(run, summary, paths["rollouts_saved.png"])
     plot_useful_share(run, summary, paths["useful_share.png"])
-    paths["summary"] = os.path.join(report_dir, "summary.txt")
-    with open(paths["summary"], "w") as f:
-        f.write(text + "\n")
+    paths["summary"] = summary_path
     paths["text"] = text
     return paths
 
@@ -367,7 +371,7 @@ def make_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argum
 def run(args: argparse.Namespace) -> int:
     try:
         paths = write_report(args.output_dir, args.out)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, ImportError) as exc:
         print(f"depo-trl report: error: {exc}", file=sys.stderr)
         return 2
     print(paths.pop("text"))

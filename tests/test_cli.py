@@ -34,7 +34,9 @@ def test_recipe_parses_into_the_four_config_classes(tmp_path):
     script_args, training_args, model_args, dataset_args = parse_args(["--config", write_recipe(tmp_path)])
     assert isinstance(script_args, DEPOScriptArguments) and isinstance(training_args, DEPOConfig)
     assert isinstance(model_args, ModelConfig) and isinstance(dataset_args, DatasetMixtureConfig)
-    assert training_args.depo_candidate_multiplier == 4 and training_args.max_steps == 30
+    recipe = yaml.safe_load(TINY.read_text())
+    assert training_args.depo_candidate_multiplier == recipe["depo_candidate_multiplier"]
+    assert training_args.max_steps == recipe["max_steps"] and training_args.use_cpu is True
     assert script_args.reward_funcs == ["letters_reward"] and model_args.model_name_or_path == "depo-tiny"
 
 

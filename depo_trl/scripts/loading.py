@@ -11,6 +11,7 @@ from the extension). The built-in names need no network:
 
 from __future__ import annotations
 
+import logging
 import os
 
 from ..rewards import format_dataset, get_reward_funcs
@@ -18,6 +19,7 @@ from ..rewards import format_dataset, get_reward_funcs
 TINY_MODEL = "depo-tiny"
 BUILTIN_PREFIX = "depo:"
 BUILTIN_DATASETS = ("letters", "controlled")
+logger = logging.getLogger(__name__)
 _EXTENSION_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text"}
 
 
@@ -70,7 +72,7 @@ def load_datasets(script_args, dataset_args=None, seed: int = 42):
     name = script_args.dataset_name
     if dataset_args is not None and dataset_args.datasets:
         if name:
-            print(f"Both `datasets` and dataset_name={name!r} are set: loading `datasets`, ignoring dataset_name.")
+            logger.warning(f"Both `datasets` and dataset_name={name!r} are set: loading `datasets`, ignoring dataset_name.")
         from trl import get_dataset
 
         loaded = get_dataset(dataset_args)
