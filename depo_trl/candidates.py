@@ -1,5 +1,9 @@
 """Where candidate prompts come from: an endless, seeded walk over the training set.
 
+Two kinds: ``CandidateStream`` for map-style datasets (indexable, with a length) and
+``IterableCandidateStream`` for streaming ones. Both expose ``draw(dataset, n) -> (indices, rows)`` and a
+``state_dict`` that restores the walk exactly on resume.
+
 Each epoch is a fresh random permutation of the dataset indices (seeded by ``(seed, epoch)``, so every rank
 walks the same order without talking). A round takes the next ``n`` indices; when the epoch ends mid-round
 the round continues into the next permutation, and any index that would appear twice in one round is held
@@ -58,6 +62,10 @@ class CandidateStream:
                 taken.add(index)
         return np.asarray(chosen, dtype=np.int64)
 
+    def draw(self, dataset, n: int) -> tuple[np.ndarray, list[dict]]:
+        indices = self.next(n)
+        return indices, [dataset[int(i)] for i in indices]
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
@@ -70,3 +78,62 @@ class CandidateStream:
         self.position = int(state["position"])
         self.held_back = [int(i) for i in np.asarray(state["held_back"]).reshape(-1)]
         self._order = self._permutation(self.epoch)
+
+
+class IterableCandidateStream:
+    """A walk over a streaming dataset: each epoch re-opens the stream (shuffled with ``seed + epoch`` when the
+    dataset supports it) and takes rows in order. Every rank reads the whole stream itself, so all ranks see the
+    same candidates without communicating. Resume skips the rows already consumed in the current epoch.
+    A prompt that appears twice within one round is skipped the second time (it comes back next epoch)."""
+
+    def __init__(self, seed: int = 0, shuffle: bool = True, shuffle_buffer: int = 1000):
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.shuffle_buffer = int(shuffle_buffer)
+        self.epoch = 0
+        self.consumed = 0
+        self._iterator = None
+
+    def _open(self, dataset):
+        stream = dataset
+        if self.shuffle and hasattr(stream, "shuffle"):
+            stream = stream.shuffle(seed=self.seed + self.epoch, buffer_size=self.shuffle_buffer)
+        iterator = iter(stream)
+        for _ in range(self.consumed):
+            next(iterator)
+        return iterator
+
+    def draw(self, dataset, n: int) -> tuple[None, list[dict]]:
+        from .history import prompt_key
+
+        if self._iterator is None:
+            self._iterator = self._open(dataset)
+        rows, keys, wraps = [], set(), 0
+        while len(rows) < n:
+            try:
+                row = next(self._iterator)
+            except StopIteration:
+                wraps += 1
+                if wraps > 1 or self.consumed == 0:  # a whole epoch cannot fill one pool
+                    raise ValueError(
+                        f"The streaming train_dataset yields fewer than {n} distinct prompts, one candidate pool. "
+                        "Add data, or lower depo_candidate_multiplier or the generation batch size."
+                    ) from None
+                self.epoch += 1
+                self.consumed = 0
+                self._iterator = self._open(dataset)
+                continue
+            self.consumed += 1
+            key = prompt_key(row["prompt"])
+            if key not in keys:
+                keys.add(key)
+                rows.append(row)
+        return None, rows
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "consumed": self.consumed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = int(state["epoch"])
+        self.consumed = int(state["consumed"])
+        self._iterator = None  # re-opened (and fast-forwarded) at the next draw

@@ -61,6 +61,11 @@ class DEPOConfig(GRPOConfig):
             Prompts per forward pass when embedding.
         depo_history_max_prompts (`int`, *optional*, defaults to `1000000`):
             Most prompts whose history is kept; the least recently seen are forgotten first.
+        depo_audit_log (`bool`, *optional*, defaults to `True`):
+            Write every round's decisions (prompt, prediction, selected or skipped and why, observed passes) to
+            `<output_dir>/depo_decisions.jsonl`.
+        depo_audit_max_mb (`float`, *optional*, defaults to `64`):
+            Size at which the decision log is rotated (one previous file is kept).
     """
 
     _VALID_DICT_FIELDS = GRPOConfig._VALID_DICT_FIELDS + ["depo_estimator_kwargs"]
@@ -115,6 +120,13 @@ class DEPOConfig(GRPOConfig):
         default=1_000_000, metadata={"help": "Most prompts whose history is kept in memory."}
     )
 
+    depo_audit_log: bool = field(
+        default=True, metadata={"help": "Write every round's decisions to <output_dir>/depo_decisions.jsonl."}
+    )
+    depo_audit_max_mb: float = field(
+        default=64.0, metadata={"help": "Size in MiB at which the decision log is rotated (one old file kept)."}
+    )
+
     def __post_init__(self):
         super().__post_init__()
         if isinstance(self.depo_features, str):  # "length,history" from a command line
@@ -164,5 +176,7 @@ class DEPOConfig(GRPOConfig):
         for name in ("depo_embedding_dim", "depo_embedding_max_length", "depo_embedding_batch_size"):
             if getattr(self, name) < 1:
                 fail(f"{name} must be >= 1, got {getattr(self, name)!r}.", "Use a positive integer.")
+        if not self.depo_audit_max_mb > 0:
+            fail(f"depo_audit_max_mb must be > 0, got {self.depo_audit_max_mb!r}.", "Use e.g. 64.")
         if self.depo_history_max_prompts < 1:
             fail(f"depo_history_max_prompts must be >= 1, got {self.depo_history_max_prompts}.", "Use e.g. 1000000.")

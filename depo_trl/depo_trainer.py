@@ -33,7 +33,8 @@ from trl import GRPOTrainer
 from trl.data_utils import maybe_apply_chat_template
 
 from . import _trl_compat
-from .candidates import CandidateStream
+from .audit import DecisionLog, finite_or_none, skip_reason
+from .candidates import CandidateStream, IterableCandidateStream
 from .depo_config import DEPOConfig
 from .embedding import embed_token_ids
 from .estimators import PassRateEstimator, make_estimator
@@ -50,6 +51,9 @@ class _Round:
     """What one generation round decided, kept until its rewards arrive."""
 
     keys: np.ndarray  # prompt keys of all candidates
+    dataset_indices: np.ndarray | None  # where each candidate sits in the train dataset (None: not known)
+    token_counts: np.ndarray
+    times_seen: np.ndarray  # rounds each candidate was rolled out before this one
     features: np.ndarray  # (n_candidates, n_features)
     predicted: np.ndarray  # predicted pass rate per candidate (NaN where the estimator failed)
     selection: Selection
@@ -85,8 +89,12 @@ class DEPOStats:
                 setattr(self, key, int(value))
 
 
-_check_version = _trl_compat.check_trl_version
-_check_version()
+_trl_compat.check_trl_version()
+
+
+def _is_map_style(dataset) -> bool:
+    """Indexable with a length (datasets.Dataset, a list); streaming datasets are not."""
+    return hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")
 
 
 class DEPOTrainer(GRPOTrainer):
@@ -120,7 +128,11 @@ class DEPOTrainer(GRPOTrainer):
         self.depo_estimator: PassRateEstimator = make_estimator(spec, **(args.depo_estimator_kwargs or {}))
         self.depo_history = PromptHistory(max_prompts=args.depo_history_max_prompts)
         self.depo_featurizer = Featurizer(args.depo_features, embedding_dim=args.depo_embedding_dim, seed=args.seed)
-        self.depo_candidates = CandidateStream(len(self.train_dataset), seed=args.seed, shuffle=self.shuffle_dataset)
+        if _is_map_style(self.train_dataset):
+            self.depo_candidates = CandidateStream(len(self.train_dataset), seed=args.seed, shuffle=self.shuffle_dataset)
+        else:
+            self.depo_candidates = IterableCandidateStream(seed=args.seed, shuffle=self.shuffle_dataset)
+        self.depo_decisions = DecisionLog(args.output_dir, max_bytes=int(args.depo_audit_max_mb * 2**20))
         self.depo_rng = np.random.default_rng(args.seed)
         self.depo_stats = DEPOStats()
         self._depo_capture = False
@@ -132,12 +144,6 @@ class DEPOTrainer(GRPOTrainer):
     def _check_train_dataset(dataset, args: DEPOConfig) -> None:
         if dataset is None:
             raise ValueError("DEPOTrainer needs a train_dataset: DEPO selects prompts from it.")
-        if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
-            raise ValueError(
-                f"DEPOTrainer needs a map-style train_dataset (datasets.Dataset) to over-sample candidates by index; "
-                f"got {type(dataset).__name__}. For a streaming dataset, materialise a shard first, e.g. "
-                "datasets.Dataset.from_generator(lambda: streaming_ds.take(100_000))."
-            )
         columns = getattr(dataset, "column_names", None)
         if columns is not None and "prompt" not in columns:
             raise ValueError(
@@ -146,7 +152,7 @@ class DEPOTrainer(GRPOTrainer):
             )
         unique_per_round = args.generation_batch_size // args.num_generations
         pool = args.depo_candidate_multiplier * unique_per_round
-        if len(dataset) < pool:
+        if _is_map_style(dataset) and len(dataset) < pool:  # a stream is checked when it is read
             raise ValueError(
                 f"The train_dataset has {len(dataset)} prompts, fewer than one candidate pool of {pool} "
                 f"(depo_candidate_multiplier={args.depo_candidate_multiplier} x {unique_per_round} prompts per "
@@ -202,21 +208,27 @@ class DEPOTrainer(GRPOTrainer):
             keep_all = Selection(
                 indices=np.arange(len(prompts)), reasons=[REASON_BAND] * len(prompts), in_band=self._in_band(predicted)
             )
-            plan = _Round(np.array([prompt_key(p) for p in prompts]), features, predicted, keep_all, True, *timings)
+            plan = self._make_round(None, prompts, features, predicted, keep_all, True, timings)
             return plan, inputs
 
         n_select = self.args.generation_batch_size // group
-        indices = self.depo_candidates.next(self.args.depo_candidate_multiplier * n_select)
-        rows = [self.train_dataset[int(i)] for i in indices]
+        indices, rows = self.depo_candidates.draw(self.train_dataset, self.args.depo_candidate_multiplier * n_select)
         prompts = [row["prompt"] for row in rows]
         features, predicted, timings = self._score(prompts)
         selection = self._select(predicted, n_select)
-        plan = _Round(np.array([prompt_key(p) for p in prompts]), features, predicted, selection, False, *timings)
+        plan = self._make_round(indices, prompts, features, predicted, selection, False, timings)
 
         global_rows = [rows[i] for i in selection.indices for _ in range(group)]
         per_rank = len(global_rows) // self.accelerator.num_processes
         start = self.accelerator.process_index * per_rank
         return plan, global_rows[start : start + per_rank]
+
+    def _make_round(self, indices, prompts, features, predicted, selection, warmup, timings) -> _Round:
+        keys = np.array([prompt_key(p) for p in prompts], dtype=np.int64)
+        token_counts, embed_seconds, estimate_seconds = timings
+        times_seen = self.depo_history.lookup(keys)["count"]
+        return _Round(keys, indices, token_counts, times_seen, features, predicted, selection, warmup,
+                      embed_seconds, estimate_seconds)
 
     def _in_band(self, predicted: np.ndarray) -> np.ndarray:
         return (predicted >= self.args.depo_band_low) & (predicted <= self.args.depo_band_high)
@@ -243,7 +255,7 @@ class DEPOTrainer(GRPOTrainer):
             broadcast_object_list(payload, from_process=0)
         return payload[0]
 
-    def _score(self, prompts: list) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    def _score(self, prompts: list) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, float, float]]:
         """Features and predicted pass rate for each prompt; NaN predictions when the estimator fails."""
         t0 = time.perf_counter()
         batch = self._candidate_batch(prompts)
@@ -257,7 +269,7 @@ class DEPOTrainer(GRPOTrainer):
         except Exception as exc:  # a failing estimator never stops training
             self._estimator_failed("predict", exc)
             predicted = np.full(len(prompts), np.nan)
-        return features, predicted, (t1 - t0, time.perf_counter() - t1)
+        return features, predicted, (batch.token_counts, t1 - t0, time.perf_counter() - t1)
 
     def _candidate_batch(self, prompts: list) -> CandidateBatch:
         tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
@@ -307,8 +319,13 @@ class DEPOTrainer(GRPOTrainer):
             return np.zeros(n_groups), np.zeros(n_groups)
         column = rewards[:, self.depo_pass_index].view(n_groups, self.num_generations).numpy()
         scorable = np.isfinite(column)
-        passes = ((column >= self.args.depo_pass_threshold) & scorable).sum(axis=1)
-        return passes.astype(np.float64), scorable.sum(axis=1).astype(np.float64)
+        passes = ((column >= self.args.depo_pass_threshold) & scorable).sum(axis=1).astype(np.float64)
+        trials = scorable.sum(axis=1).astype(np.float64)
+        # A group with any unscorable completion (reward None/NaN) is not a label: failures to score are rarely
+        # independent of the outcome (timeouts on long answers, parse errors), so its pass count may be biased.
+        trials[~scorable.all(axis=1)] = 0.0
+        passes[trials == 0] = 0.0
+        return passes, trials
 
     def _learn_from_round(self, plan: _Round, rewards: torch.Tensor | None) -> None:
         chosen = plan.selection.indices
@@ -322,6 +339,32 @@ class DEPOTrainer(GRPOTrainer):
         self.depo_history.update(keys, passes, trials)
         plan.estimate_seconds += time.perf_counter() - t0
         self._log_round(plan, passes, trials)
+        if self.args.depo_audit_log and self.accelerator.is_main_process:
+            self._audit_round(plan, passes, trials)
+
+    def _audit_round(self, plan: _Round, passes: np.ndarray, trials: np.ndarray) -> None:
+        n = len(plan.keys)
+        decision = [skip_reason(p, self.args.depo_band_low, self.args.depo_band_high) for p in plan.predicted]
+        observed_passes: list = [None] * n
+        observed_trials: list = [None] * n
+        for slot, (index, reason) in enumerate(zip(plan.selection.indices, plan.selection.reasons)):
+            decision[index] = reason
+            observed_passes[index], observed_trials[index] = int(passes[slot]), int(trials[slot])
+        indices = plan.dataset_indices
+        self.depo_decisions.write({
+            "round": self.depo_stats.rounds,
+            "step": self.state.global_step,
+            "warmup": plan.warmup,
+            "rolled_out": [int(i) for i in plan.selection.indices],  # candidate positions, in rollout order
+            "dataset_index": None if indices is None else [int(i) for i in indices],
+            "prompt_key": [int(k) for k in plan.keys],
+            "tokens": [int(t) for t in plan.token_counts],
+            "times_seen": [int(c) for c in plan.times_seen],
+            "predicted": finite_or_none(plan.predicted),
+            "decision": decision,
+            "passes": observed_passes,
+            "trials": observed_trials,
+        })
 
     def _log_round(self, plan: _Round, passes: np.ndarray, trials: np.ndarray) -> None:
         chosen, group = plan.selection.indices, self.num_generations
