@@ -7,6 +7,7 @@ import pytest
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel", reason="the notebook test needs a python3 Jupyter kernel (pip install ipykernel)")
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "depo_gsm8k_lora_colab.ipynb"
 
