@@ -12,15 +12,37 @@ Given a predicted pass rate ``p`` per candidate, pick exactly ``n_select`` of th
    so the batch is always full.
 
 Every pick carries a reason (``band``, ``explore`` or ``fill``) for metrics and the audit trail.
+
+That is the ``band`` policy (the paper's rule plus exploration). ``select`` runs any policy in
+``SELECTION_POLICIES`` with the same guarantees (exactly ``n_select`` distinct picks, each with a reason):
+
+- ``band``: as above.
+- ``usefulness``: no hard band; rank every candidate by expected usefulness. With an uncertainty ``sd`` per
+  candidate the pass rate is taken as ``Beta(a, b)`` with mean ``p`` and that sd, and usefulness is its
+  expectation ``1 - E[p**G] - E[(1-p)**G]`` (Beta moments: ``E[p**G] = prod_k (a+k)/(a+b+k)``): an uncertain
+  estimate is less sure to give a mixed group.
+- ``thompson``: draw one pass rate per candidate from that Beta and rank by the usefulness of the draw, so
+  uncertain candidates sometimes win (exploration in proportion to doubt). Without an uncertainty the sd is the
+  one of a single observed group: ``sqrt(p (1-p) / (G + 1))``.
+
+``usefulness`` and ``thompson`` draw the exploration share uniformly from the candidates they did not rank in
+(reason ``explore``); their ranked picks have reason ``rank``.
+
+Revisit floor (every policy): given ``rounds_since`` (rounds since each candidate was last rolled out; NaN for
+never) and ``revisit_after``, candidates with ``rounds_since >= revisit_after`` are picked first, most overdue
+first (reason ``revisit``), so no prompt is starved by a stale verdict; the policy fills the remaining slots.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 REASON_BAND, REASON_EXPLORE, REASON_FILL = "band", "explore", "fill"
+REASON_RANK, REASON_REVISIT = "rank", "revisit"
+REASONS = (REASON_BAND, REASON_EXPLORE, REASON_FILL, REASON_RANK, REASON_REVISIT)
 
 
 def expected_usefulness(p: np.ndarray, group_size: int) -> np.ndarray:
@@ -44,6 +66,10 @@ class Selection:
     @property
     def n_filled(self) -> int:
         return self.reasons.count(REASON_FILL)
+
+    @property
+    def n_revisited(self) -> int:
+        return self.reasons.count(REASON_REVISIT)
 
 
 def _ranked(candidates: np.ndarray, score: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -89,4 +115,157 @@ def select_in_band(
 
     indices = np.concatenate([banded, explored, filled]).astype(np.int64)
     reasons = [REASON_BAND] * len(banded) + [REASON_EXPLORE] * len(explored) + [REASON_FILL] * len(filled)
+    return Selection(indices=indices, reasons=reasons, in_band=in_band)
+
+
+# ------------------------------------------------------------------------------------------ uncertainty-aware
+def _beta_parameters(p: np.ndarray, sd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(a, b)`` of the Beta with mean ``p`` and standard deviation ``sd`` (sd capped below its maximum)."""
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    spread = p * (1 - p)  # the largest variance a distribution on [0, 1] with mean p can have
+    var = np.clip(np.asarray(sd, dtype=np.float64) ** 2, 1e-12 * spread, (1 - 1e-6) * spread)
+    concentration = p * (1 - p) / var - 1.0  # a + b
+    return p * concentration, (1 - p) * concentration
+
+
+def expected_usefulness_beta(p: np.ndarray, sd: np.ndarray | None, group_size: int) -> np.ndarray:
+    """``E[1 - q**G - (1-q)**G]`` for ``q ~ Beta`` with mean ``p`` and sd ``sd`` (``sd=None``: ``q = p``)."""
+    p = np.clip(np.asarray(p, dtype=np.float64), 0.0, 1.0)
+    if sd is None:
+        return expected_usefulness(p, group_size)
+    a, b = _beta_parameters(p, sd)
+    all_pass, all_fail = np.ones_like(p), np.ones_like(p)
+    for k in range(group_size):  # Beta moments: E[q^G] = prod_{k<G} (a + k) / (a + b + k)
+        all_pass *= (a + k) / (a + b + k)
+        all_fail *= (b + k) / (a + b + k)
+    # A (near) zero sd makes the Beta a spike at p; the product then equals the plain formula up to rounding.
+    # A mean of exactly 0 or 1 admits only the spike, whatever the sd says.
+    out = np.clip(1.0 - all_pass - all_fail, 0.0, 1.0)
+    return np.where((p <= 0.0) | (p >= 1.0), 0.0, out)
+
+
+def _n_explore(exploration: float, n_slots: int, rng: np.random.Generator) -> int:
+    """Stochastic rounding of ``exploration * n_slots``: exact in expectation, floor or ceil every round."""
+    expected = exploration * n_slots
+    return int(np.floor(expected)) + int(rng.random() < expected - np.floor(expected))
+
+
+def _rank_then_explore(
+    score: np.ndarray, n_select: int, exploration: float, rng: np.random.Generator, in_band: np.ndarray
+) -> Selection:
+    """Top ``n_select - n_explore`` by ``score`` (ties random), then ``n_explore`` uniform picks from the rest."""
+    n = len(score)
+    n_explore = min(_n_explore(exploration, n_select, rng), n_select)
+    ranked = _ranked(np.arange(n), score, rng)
+    top = ranked[: n_select - n_explore]
+    rest = ranked[n_select - n_explore :]
+    explored = rng.choice(rest, size=n_explore, replace=False) if n_explore else np.empty(0, dtype=np.int64)
+    indices = np.concatenate([top, explored]).astype(np.int64)
+    return Selection(indices, [REASON_RANK] * len(top) + [REASON_EXPLORE] * len(explored), in_band)
+
+
+def _policy_band(p, n_select, group_size, rng, uncertainty, low, high, exploration) -> Selection:
+    return select_in_band(p, n_select, group_size, low, high, exploration, rng)
+
+
+def _policy_usefulness(p, n_select, group_size, rng, uncertainty, low, high, exploration) -> Selection:
+    score = expected_usefulness_beta(p, uncertainty, group_size)
+    return _rank_then_explore(score, n_select, exploration, rng, (p >= low) & (p <= high))
+
+
+def _policy_thompson(p, n_select, group_size, rng, uncertainty, low, high, exploration) -> Selection:
+    sd = np.sqrt(p * (1 - p) / (group_size + 1)) if uncertainty is None else uncertainty
+    a, b = _beta_parameters(p, sd)
+    sample = rng.beta(a, b)
+    score = expected_usefulness(sample, group_size)
+    return _rank_then_explore(score, n_select, exploration, rng, (p >= low) & (p <= high))
+
+
+#: name -> policy(p, n_select, group_size, rng, uncertainty, low, high, exploration) -> Selection
+SELECTION_POLICIES: dict[str, Callable[..., Selection]] = {
+    "band": _policy_band,
+    "usefulness": _policy_usefulness,
+    "thompson": _policy_thompson,
+}
+
+
+def check_policy_name(policy: str) -> None:
+    if policy not in SELECTION_POLICIES:
+        raise ValueError(f"Unknown selection policy {policy!r}. Valid policies: {sorted(SELECTION_POLICIES)}.")
+
+
+def _overdue(rounds_since: np.ndarray, revisit_after: float, n_select: int, rng: np.random.Generator) -> np.ndarray:
+    """Candidates not rolled out for ``revisit_after`` rounds or more, most overdue first, at most ``n_select``."""
+    waited = np.where(np.isfinite(rounds_since), rounds_since, -np.inf)  # NaN: never rolled out, not overdue
+    overdue = np.flatnonzero(waited >= revisit_after)
+    return _ranked(overdue, waited, rng)[:n_select]
+
+
+def select(
+    policy: str,
+    predicted: np.ndarray,
+    n_select: int,
+    group_size: int,
+    rng: np.random.Generator,
+    uncertainty: np.ndarray | None = None,
+    low: float = 0.15,
+    high: float = 0.85,
+    exploration: float = 0.1,
+    rounds_since: np.ndarray | None = None,
+    revisit_after: float | None = None,
+) -> Selection:
+    """Pick exactly ``n_select`` distinct candidates with the named policy (see the module docstring).
+
+    Args:
+        policy: a name in ``SELECTION_POLICIES``.
+        predicted: predicted pass rate per candidate, finite, in [0, 1].
+        n_select: how many to pick (at most the number of candidates).
+        group_size: completions per prompt (G).
+        rng: the selection's random generator (checkpoint it for reproducible runs).
+        uncertainty: standard deviation of each prediction, or ``None``.
+        low, high: the band (the ``band`` policy selects in it; the others only report ``in_band``).
+        exploration: expected share of the policy's picks drawn uniformly from what it would not pick.
+        rounds_since: rounds since each candidate was last rolled out (NaN: never), for the revisit floor.
+        revisit_after: candidates with ``rounds_since >= revisit_after`` go first; ``None`` disables the floor.
+    """
+    check_policy_name(policy)
+    p = np.asarray(predicted, dtype=np.float64).reshape(-1)
+    n = len(p)
+    if not 0 <= n_select <= n:
+        raise ValueError(f"Cannot select {n_select} prompts from {n} candidates.")
+    if not np.isfinite(p).all():
+        raise ValueError("Predicted pass rates contain NaN or infinity.")
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}.")
+    if not 0 <= exploration <= 1:
+        raise ValueError(f"exploration must be in [0, 1], got {exploration}.")
+    p = np.clip(p, 0.0, 1.0)
+    if uncertainty is not None:
+        uncertainty = np.asarray(uncertainty, dtype=np.float64).reshape(-1)
+        if uncertainty.shape != p.shape:
+            raise ValueError(f"uncertainty has {len(uncertainty)} values for {n} candidates.")
+        if not np.isfinite(uncertainty).all() or (uncertainty < 0).any():
+            raise ValueError("uncertainty must be finite and >= 0 (a standard deviation per candidate).")
+    in_band = (p >= low) & (p <= high)
+
+    revisit = np.empty(0, dtype=np.int64)
+    if rounds_since is not None and revisit_after is not None:
+        rounds_since = np.asarray(rounds_since, dtype=np.float64).reshape(-1)
+        if rounds_since.shape != p.shape:
+            raise ValueError(f"rounds_since has {len(rounds_since)} values for {n} candidates.")
+        revisit = _overdue(rounds_since, float(revisit_after), n_select, rng)
+
+    rest = np.setdiff1d(np.arange(n), revisit, assume_unique=True)
+    sub = SELECTION_POLICIES[policy](
+        p[rest],
+        n_select - len(revisit),
+        group_size,
+        rng,
+        None if uncertainty is None else uncertainty[rest],
+        low,
+        high,
+        exploration,
+    )
+    indices = np.concatenate([revisit, rest[sub.indices]]).astype(np.int64)
+    reasons = [REASON_REVISIT] * len(revisit) + list(sub.reasons)
     return Selection(indices=indices, reasons=reasons, in_band=in_band)

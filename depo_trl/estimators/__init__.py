@@ -1,5 +1,10 @@
 """Pass-rate estimators and their registry.
 
+Registered: ``logistic`` (online binomial logistic regression, the default), ``gbdt`` (gradient-boosted trees
+refit every few rounds), ``beta`` (per-prompt Beta posterior with forgetting; history only, needs keys) and
+``ranking`` (the paper's dual-head MLP with a pairwise ranking loss). ``warm_start_from_jsonl`` fits any of them
+from a file of measured pass rates before training.
+
 ``make_estimator`` accepts a registry name (``"logistic"``), a dotted path to a class
 (``"my_pkg.my_module.MyEstimator"``) or an already built estimator instance.
 """
@@ -10,10 +15,15 @@ import importlib
 from typing import Any
 
 from .base import PassRateEstimator, check_labels
+from .beta import BetaPassRateEstimator
+from .gbdt import GBDTPassRateEstimator
 from .logistic import LogisticPassRateEstimator
+from .ranking import RankingPassRateEstimator
+from .warm_start import warm_start_from_jsonl
 
 ESTIMATORS: dict[str, type[PassRateEstimator]] = {
-    LogisticPassRateEstimator.name: LogisticPassRateEstimator,
+    cls.name: cls
+    for cls in (LogisticPassRateEstimator, GBDTPassRateEstimator, BetaPassRateEstimator, RankingPassRateEstimator)
 }
 
 
@@ -52,10 +62,14 @@ def make_estimator(spec: str | PassRateEstimator, **kwargs: Any) -> PassRateEsti
 
 __all__ = [
     "ESTIMATORS",
+    "BetaPassRateEstimator",
+    "GBDTPassRateEstimator",
+    "RankingPassRateEstimator",
     "LogisticPassRateEstimator",
     "PassRateEstimator",
     "check_labels",
     "make_estimator",
     "register_estimator",
     "resolve_estimator_class",
+    "warm_start_from_jsonl",
 ]
