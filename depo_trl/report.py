@@ -33,6 +33,7 @@ REPORT_DIR = "depo_report"
 PLOTS = ("calibration.png", "band_share.png", "rollouts_saved.png", "useful_share.png")
 TRAINER_STATE = "trainer_state.json"
 DEPO_STATE = "depo_state.json"
+DECISIONS = "depo_decisions.jsonl"  # DEPOTrainer's per-prompt audit log (depo_audit_log)
 
 
 @dataclass
@@ -98,6 +99,9 @@ def load_run(output_dir: str) -> RunHistory:
         run.rounds_per_step = run.stats["rounds"] / run.global_step
     else:
         run.notes.append("No depo_state.json found: assumed one generation round per optimizer step.")
+    decisions = os.path.join(output_dir, DECISIONS)
+    if os.path.isfile(decisions):
+        run.notes.append(f"Every decision (prompt, prediction, rolled out or skipped and why): {decisions}")
     return run
 
 

@@ -114,7 +114,7 @@ def _describe_plan(trainer) -> str:
         f"DEPO: each generation round scores {args.depo_candidate_multiplier * per_round} candidate prompts and rolls "
         f"out {per_round} (x{args.num_generations} completions), preferring predicted pass rates in "
         f"[{args.depo_band_low}, {args.depo_band_high}]; no filtering during the first {args.depo_warmup_steps} steps. "
-        f"Training set: {len(trainer.train_dataset)} prompts."
+        + (f"Training set: {len(trainer.train_dataset)} prompts." if hasattr(trainer.train_dataset, "__len__") else "")
     )
 
 
