@@ -3,7 +3,8 @@
 Prompts are identified by a stable 64-bit key derived from their content (``prompt_key``), so history survives
 dataset reshuffles, streaming datasets and resume. Each prompt occupies one slot in flat numpy arrays; when
 ``max_prompts`` slots are taken, the least recently seen prompt is evicted (it then looks unseen again, which
-is the safe direction: it gets the prior, never a stale verdict).
+is the safe direction: it gets the prior, never a stale verdict). Eviction frees the oldest 1% at once, so
+inserting into a full history costs amortised O(1) rather than a scan per prompt.
 
 The Beta posterior uses forgetting: before each new observation the old pseudo-counts are shrunk toward the
 prior by ``forgetting`` per round elapsed, because the policy (and so the pass rate) moves.
@@ -52,6 +53,7 @@ class PromptHistory:
         self.alpha = np.zeros(capacity, dtype=np.float32)
         self.beta = np.zeros(capacity, dtype=np.float32)
         self.slot_key = np.zeros(capacity, dtype=np.int64)
+        self._free: list[int] = list(range(capacity - 1, -1, -1))  # unused slots; pop() takes the lowest
         self.round = 0
 
     def __len__(self) -> int:
@@ -69,19 +71,28 @@ class PromptHistory:
         slot = self._slots.get(key)
         if slot is not None:
             return slot
-        if len(self._slots) < len(self.count):
-            slot = len(self._slots)
-        elif len(self.count) < self.max_prompts:
-            self._grow()
-            slot = len(self._slots)
-        else:  # full: evict the least recently seen prompt
-            slot = int(np.argmin(self.last_round))
-            del self._slots[int(self.slot_key[slot])]
+        if not self._free:
+            if len(self.count) < self.max_prompts:
+                start = len(self.count)
+                self._grow()
+                self._free = list(range(len(self.count) - 1, start - 1, -1))
+            else:
+                self._evict()
+        slot = self._free.pop()
         self._slots[key] = slot
         self.count[slot] = 0
         self.alpha[slot], self.beta[slot] = self.prior
         self.slot_key[slot] = key
         return slot
+
+    def _evict(self) -> None:
+        """Forget the least recently seen 1% of prompts at once (amortised: one partial sort per 1% of inserts)."""
+        n_evict = max(1, self.max_prompts // 100)
+        oldest = np.argpartition(self.last_round, n_evict - 1)[:n_evict]
+        for slot in oldest:
+            del self._slots[int(self.slot_key[slot])]
+        self.last_round[oldest] = np.iinfo(np.int64).max  # free slots never look "oldest" again before reuse
+        self._free = [int(s) for s in oldest]
 
     def update(self, keys, passes, trials) -> None:
         """Record one round of observations; call once per round (it advances the round counter)."""
@@ -129,19 +140,22 @@ class PromptHistory:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        used = len(self._slots)
-        state: dict[str, Any] = {"round": self.round, "used": used}
+        slots = np.fromiter(self._slots.values(), dtype=np.int64, count=len(self._slots))
+        state: dict[str, Any] = {"round": self.round, "used": len(slots)}
         for name in self._ARRAYS:
-            state[name] = getattr(self, name)[:used].copy()
+            state[name] = getattr(self, name)[slots].copy()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         used = int(state["used"])
         self.round = int(state["round"])
-        capacity = max(min(self.max_prompts, 1024), used)
+        capacity = min(self.max_prompts, max(1024, used))
+        if used > self.max_prompts:
+            raise ValueError(f"The saved history holds {used} prompts, more than max_prompts={self.max_prompts}.")
         for name in self._ARRAYS:
             template = getattr(self, name)
             array = np.zeros(capacity, dtype=template.dtype)
             array[:used] = np.asarray(state[name])[:used]
             setattr(self, name, array)
         self._slots = {int(k): i for i, k in enumerate(self.slot_key[:used])}
+        self._free = list(range(capacity - 1, used - 1, -1))

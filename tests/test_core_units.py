@@ -78,3 +78,20 @@ def test_state_files_hold_no_pickle(tmp_path):
     rng.bit_generator.state = loaded["rng"]
     assert rng.random() == np.random.default_rng(0).random()
     assert load_state(str(tmp_path / "missing")) is None
+
+
+def test_history_eviction_keeps_recent_prompts_and_survives_a_round_trip():
+    h = PromptHistory(max_prompts=1000)
+    for first in range(0, 5000, 100):
+        h.update(np.arange(first, first + 100), np.full(100, 3), np.full(100, 8))
+    assert len(h) <= 1000
+    recent = h.lookup(np.arange(4900, 5000))
+    assert recent["seen"].all() and (recent["last_rate"] == 3 / 8).all()
+    assert h.lookup(np.arange(0, 100))["seen"].sum() == 0  # the oldest are forgotten
+    restored = PromptHistory(max_prompts=1000)
+    restored.load_state_dict(h.state_dict())
+    keys = np.arange(3000, 5000)
+    for name, values in h.lookup(keys).items():
+        np.testing.assert_array_equal(restored.lookup(keys)[name], values, err_msg=name)
+    restored.update(np.arange(5000, 5100), np.full(100, 8), np.full(100, 8))  # keeps working after restore
+    assert restored.lookup(np.arange(5000, 5100))["seen"].all() and len(restored) <= 1000
