@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo compare test test-fast bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,13 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
-# The main job: DEPO vs GRPO on a tiny model and a built-in task, offline on CPU (a few minutes).
+# The main job: the tiny recipe (DEPO on a tiny model and a built-in task, offline, CPU), then its report.
 demo: install
+	$(BIN)/depo-trl train --config recipes/tiny/depo/config_letters.yaml
+	$(BIN)/depo-trl report outputs/tiny-depo-letters
+
+# GRPO and DEPO side by side on the same tiny model, data and seeds.
+compare: install
 	$(BIN)/python -m depo_trl.demo
 
 # The full default test suite (offline, CPU).
