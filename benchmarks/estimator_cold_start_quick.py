@@ -67,7 +67,7 @@ def main() -> None:
           f"(featurised the test split in {time.perf_counter() - t0:.1f}s)")
 
     # Windowed estimators keep every warm-start row; everything else is the registry default.
-    overrides = {"logistic": dict(window=n_train), "gbdt": dict(window=n_train)}
+    overrides = {"logistic": {"window": n_train}, "gbdt": {"window": n_train}}
     results = {}
     for name in args.estimators.split(","):
         est = make_estimator(name, **overrides.get(name, {}))

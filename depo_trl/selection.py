@@ -189,9 +189,11 @@ SELECTION_POLICIES: dict[str, Callable[..., Selection]] = {
 }
 
 
-def check_policy_name(policy: str) -> None:
-    if policy not in SELECTION_POLICIES:
-        raise ValueError(f"Unknown selection policy {policy!r}. Valid policies: {sorted(SELECTION_POLICIES)}.")
+def check_policy_name(policy_name: str) -> None:
+    if policy_name not in SELECTION_POLICIES:
+        raise ValueError(
+            f"Unknown selection policy {policy_name!r}. Valid policies: {sorted(SELECTION_POLICIES)}."
+        )
 
 
 def _overdue(rounds_since: np.ndarray, revisit_after: float, n_select: int, rng: np.random.Generator) -> np.ndarray:
@@ -202,7 +204,7 @@ def _overdue(rounds_since: np.ndarray, revisit_after: float, n_select: int, rng:
 
 
 def select(
-    policy: str,
+    policy_name: str,
     predicted: np.ndarray,
     n_select: int,
     group_size: int,
@@ -217,7 +219,7 @@ def select(
     """Pick exactly ``n_select`` distinct candidates with the named policy (see the module docstring).
 
     Args:
-        policy: a name in ``SELECTION_POLICIES``.
+        policy_name: a name in ``SELECTION_POLICIES``.
         predicted: predicted pass rate per candidate, finite, in [0, 1].
         n_select: how many to pick (at most the number of candidates).
         group_size: completions per prompt (G).
@@ -228,7 +230,7 @@ def select(
         rounds_since: rounds since each candidate was last rolled out (NaN: never), for the revisit floor.
         revisit_after: candidates with ``rounds_since >= revisit_after`` go first; ``None`` disables the floor.
     """
-    check_policy_name(policy)
+    check_policy_name(policy_name)
     p = np.asarray(predicted, dtype=np.float64).reshape(-1)
     n = len(p)
     if not 0 <= n_select <= n:
@@ -256,7 +258,7 @@ def select(
         revisit = _overdue(rounds_since, float(revisit_after), n_select, rng)
 
     rest = np.setdiff1d(np.arange(n), revisit, assume_unique=True)
-    sub = SELECTION_POLICIES[policy](
+    sub = SELECTION_POLICIES[policy_name](
         p[rest],
         n_select - len(revisit),
         group_size,

@@ -77,7 +77,7 @@ def read_passrate_jsonl(
 
     ``indices`` keeps only those 0-based line numbers (e.g. a train split); ``limit`` stops after that many rows.
     """
-    wanted = None if indices is None else set(int(i) for i in indices)
+    wanted = None if indices is None else {int(i) for i in indices}
     rows, passes, trials, skipped = [], [], [], 0
     with open(path) as f:
         for number, line in enumerate(f):
