@@ -8,7 +8,8 @@ contributes ``passes`` successes out of ``trials`` completions (a binomial likel
 Online training: labelled prompts go into a bounded window (the most recent ``window`` prompts). Each update
 ages every example's weight by ``decay`` (the policy drifts, so old labels count for less), re-standardises, and
 takes a few Newton (IRLS) steps on the weighted, L2-regularised negative log-likelihood, warm-started from the
-previous weights. With ~30 features and a few thousand prompts this costs about a millisecond.
+previous weights (re-expressed in the new standardisation), each step halved until the penalised likelihood
+improves. With ~30 features and a few thousand prompts this costs about a millisecond.
 
 Before any label arrives it predicts ``prior_pass_rate`` for every prompt. The Laplace approximation of the
 posterior gives an uncertainty per prompt.
@@ -106,19 +107,41 @@ class LogisticPassRateEstimator(PassRateEstimator):
     def _refit(self) -> None:
         X, s, n = self.X_, self.passes_, self.trials_
         weight = self.decay ** (self.n_updates_ - self.arrival_)
-        self.mean_ = np.average(X, axis=0, weights=weight)
-        var = np.average((X - self.mean_) ** 2, axis=0, weights=weight)
-        self.scale_ = np.where(var > 1e-12, np.sqrt(var), 1.0)
-        Z = np.hstack([np.ones((len(X), 1)), (X - self.mean_) / self.scale_])
-        theta = np.concatenate([[self.intercept_], self.coef_ if self.coef_ is not None else np.zeros(X.shape[1])])
+        mean = np.average(X, axis=0, weights=weight)
+        var = np.average((X - mean) ** 2, axis=0, weights=weight)
+        scale = np.where(var > 1e-12, np.sqrt(var), 1.0)
+        # Warm start: express the previous model in the new standardisation, so the same raw-space line is the
+        # starting point (re-standardising without this makes the old weights mean something else).
+        coef = np.zeros(X.shape[1]) if self.coef_ is None else self.coef_ * scale / self.scale_
+        intercept = self.intercept_ if self.coef_ is None else self.intercept_ + (self.coef_ / self.scale_) @ (mean - self.mean_)
+        self.mean_, self.scale_ = mean, scale
+        Z = np.hstack([np.ones((len(X), 1)), (X - mean) / scale])
+        theta = np.concatenate([[intercept], coef])
         penalty = np.full(len(theta), self.l2)
         penalty[0] = 1e-6  # the intercept is (almost) free
+
+        def objective(t: np.ndarray) -> float:
+            z = Z @ t
+            return float(np.sum(weight * (n * np.logaddexp(0.0, z) - s * z)) + 0.5 * np.sum(penalty * t * t))
+
+        current = objective(theta)
         for _ in range(self.newton_steps):
             p = _sigmoid(Z @ theta)
             grad = Z.T @ (weight * (n * p - s)) + penalty * theta
-            curvature = weight * n * p * (1 - p)
-            hessian = (Z * curvature[:, None]).T @ Z + np.diag(penalty)
-            theta = theta - np.linalg.solve(hessian, grad)
+            hessian = (Z * (weight * n * p * (1 - p))[:, None]).T @ Z + np.diag(penalty)
+            direction = np.linalg.solve(hessian, grad)
+            # Damped Newton: halve the step until the penalised likelihood improves enough (Armijo), so one bad
+            # curvature estimate can never throw the weights far away.
+            step, decrease = 1.0, float(grad @ direction)
+            while step > 1e-4:
+                candidate = theta - step * direction
+                value = objective(candidate)
+                if value <= current - 1e-4 * step * decrease:
+                    theta, current = candidate, value
+                    break
+                step *= 0.5
+            else:
+                break  # no improving step: at the optimum (to numerical precision)
         p = _sigmoid(Z @ theta)
         hessian = (Z * (weight * n * p * (1 - p))[:, None]).T @ Z + np.diag(penalty)
         self.covariance_ = np.linalg.inv(hessian)
