@@ -8,7 +8,7 @@ from .depo_config import DEPOConfig
 from .depo_trainer import DEPOTrainer
 from .estimators import ESTIMATORS, LogisticPassRateEstimator, PassRateEstimator, register_estimator
 from .features import FEATURE_GROUPS
-from .selection import expected_usefulness, select_in_band
+from .selection import SELECTION_POLICIES, expected_usefulness, select, select_in_band
 
 __version__ = "0.1.0"
 
@@ -19,7 +19,9 @@ __all__ = [
     "FEATURE_GROUPS",
     "LogisticPassRateEstimator",
     "PassRateEstimator",
+    "SELECTION_POLICIES",
     "expected_usefulness",
     "register_estimator",
+    "select",
     "select_in_band",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,8 +11,10 @@ from trl import GRPOConfig
 
 from .estimators import resolve_estimator_class
 from .features import check_feature_names
+from .selection import check_policy_name
 
 EMBEDDING_POOLINGS = ("mean", "last")
+EMBEDDING_ADAPTER = ("on", "off")
 
 
 @dataclass
@@ -44,6 +47,24 @@ class DEPOConfig(GRPOConfig):
             Keyword arguments for the estimator's constructor.
         depo_features (`list[str]`, *optional*, defaults to `["length", "history", "embedding"]`):
             Feature groups fed to the estimator (see `depo_trl.features.FEATURE_GROUPS`).
+        depo_feature_options (`dict` or `str`, *optional*):
+            Options per feature group, e.g. `{"text": {"dim": 64}, "metadata": {"columns": ["level", "subject"]}}`.
+        depo_selection (`str`, *optional*, defaults to `"band"`):
+            Selection policy (see `depo_trl.selection.SELECTION_POLICIES`): `"band"` (the paper: predicted pass rate
+            in the band, most useful first), `"usefulness"` (rank everything by the expected chance that a group is
+            not all-equal, using the estimator's uncertainty) or `"thompson"` (rank a posterior draw).
+        depo_revisit_after (`int`, *optional*, defaults to `256`):
+            A candidate not rolled out for this many rounds since it was last seen is rolled out first (a revisit
+            floor, so a stale verdict never starves a prompt). `None` disables the floor.
+        depo_mask_zero_variance (`bool`, *optional*, defaults to `False`):
+            Leave groups that still come out all-equal out of the loss normaliser (DAPO's filter, without
+            re-sampling). Token-level losses (`dapo`, `bnpo`, `dr_grpo`) exclude their tokens from the count.
+        depo_warm_start_path (`str`, *optional*):
+            A JSONL of measured pass rates (`prompt`/`problem` + `pass_rate`/`successes_of_N`/`passes`,`trials`) to
+            fit the estimator on before the first round, with the same features as training (embeddings from the
+            initial policy).
+        depo_warm_start_max_prompts (`int`, *optional*, defaults to `4096`):
+            Most rows read from `depo_warm_start_path`.
         depo_pass_reward (`str`, *optional*):
             Name of the reward function whose value decides whether a completion passes. Defaults to the only
             reward function; required when there are several.
@@ -59,6 +80,11 @@ class DEPOConfig(GRPOConfig):
             always sees the full prompt.
         depo_embedding_batch_size (`int`, *optional*, defaults to `16`):
             Prompts per forward pass when embedding.
+        depo_embedding_adapter (`str`, *optional*, defaults to `"on"`):
+            With a PEFT model, embed with the adapter `"on"` (the current policy) or `"off"` (the frozen base model:
+            features that do not drift as the adapter trains).
+        depo_embedding_refresh_every (`int`, *optional*, defaults to `1`):
+            Re-embed a prompt only when its cached embedding is this many rounds old (1 = every round).
         depo_history_max_prompts (`int`, *optional*, defaults to `1000000`):
             Most prompts whose history is kept; the least recently seen are forgotten first.
         depo_audit_log (`bool`, *optional*, defaults to `True`):
@@ -68,7 +94,7 @@ class DEPOConfig(GRPOConfig):
             Size at which the decision log is rotated (one previous file is kept).
     """
 
-    _VALID_DICT_FIELDS = GRPOConfig._VALID_DICT_FIELDS + ["depo_estimator_kwargs"]
+    _VALID_DICT_FIELDS = GRPOConfig._VALID_DICT_FIELDS + ["depo_estimator_kwargs", "depo_feature_options"]
 
     depo_candidate_multiplier: int = field(
         default=4,
@@ -99,6 +125,24 @@ class DEPOConfig(GRPOConfig):
         default_factory=lambda: ["length", "history", "embedding"],
         metadata={"help": "Feature groups fed to the estimator: any of 'length', 'history', 'embedding'."},
     )
+    depo_feature_options: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Options per feature group, e.g. {'text': {'dim': 64}}."}
+    )
+    depo_selection: str = field(
+        default="band", metadata={"help": "Selection policy: 'band', 'usefulness' or 'thompson'."}
+    )
+    depo_revisit_after: int | None = field(
+        default=256, metadata={"help": "Rounds after which a skipped, previously seen prompt is revisited first."}
+    )
+    depo_mask_zero_variance: bool = field(
+        default=False, metadata={"help": "Leave all-equal groups out of the loss normaliser (DAPO's filter)."}
+    )
+    depo_warm_start_path: str | None = field(
+        default=None, metadata={"help": "JSONL of measured pass rates to fit the estimator on before training."}
+    )
+    depo_warm_start_max_prompts: int = field(
+        default=4096, metadata={"help": "Most rows read from depo_warm_start_path."}
+    )
     depo_pass_reward: str | None = field(
         default=None,
         metadata={"help": "Reward function that decides a pass. Defaults to the only one; required if several."},
@@ -116,6 +160,12 @@ class DEPOConfig(GRPOConfig):
         default=512, metadata={"help": "Prompts are truncated to this many tokens for embedding only."}
     )
     depo_embedding_batch_size: int = field(default=16, metadata={"help": "Prompts per embedding forward pass."})
+    depo_embedding_adapter: str = field(
+        default="on", metadata={"help": "With PEFT, embed with the adapter 'on' (policy) or 'off' (base model)."}
+    )
+    depo_embedding_refresh_every: int = field(
+        default=1, metadata={"help": "Re-embed a prompt when its cached embedding is this many rounds old."}
+    )
     depo_history_max_prompts: int = field(
         default=1_000_000, metadata={"help": "Most prompts whose history is kept in memory."}
     )
@@ -133,6 +183,8 @@ class DEPOConfig(GRPOConfig):
             self.depo_features = [name.strip() for name in self.depo_features.split(",") if name.strip()]
         if self.depo_estimator_kwargs is None:
             self.depo_estimator_kwargs = {}
+        if self.depo_feature_options is None:
+            self.depo_feature_options = {}
         self._validate_depo()
 
     def _validate_depo(self) -> None:
@@ -166,6 +218,30 @@ class DEPOConfig(GRPOConfig):
                 "For 0/1 accuracy rewards use 0.5.",
             )
         check_feature_names(self.depo_features)
+        stray = [name for name in self.depo_feature_options if name not in self.depo_features]
+        if stray:
+            fail(
+                f"depo_feature_options has options for {stray}, which are not in depo_features {self.depo_features}.",
+                "Add those groups to depo_features or drop their options.",
+            )
+        try:
+            check_policy_name(self.depo_selection)
+        except ValueError as exc:
+            fail(f"depo_selection: {exc}", "Set depo_selection to one of those names.")
+        if self.depo_revisit_after is not None and self.depo_revisit_after < 1:
+            fail(f"depo_revisit_after must be >= 1 or None, got {self.depo_revisit_after!r}.", "Use e.g. 256.")
+        if self.depo_embedding_adapter not in EMBEDDING_ADAPTER:
+            fail(
+                f"depo_embedding_adapter must be one of {EMBEDDING_ADAPTER}, got {self.depo_embedding_adapter!r}.",
+                "'on' embeds with the trained adapter, 'off' with the frozen base model.",
+            )
+        if self.depo_embedding_refresh_every < 1:
+            fail(f"depo_embedding_refresh_every must be >= 1, got {self.depo_embedding_refresh_every}.", "Use 1.")
+        if self.depo_warm_start_path is not None and not os.path.exists(self.depo_warm_start_path):
+            fail(
+                f"depo_warm_start_path {self.depo_warm_start_path!r} does not exist.",
+                "Give the path of a JSONL of measured pass rates, or leave it unset.",
+            )
         if isinstance(self.depo_estimator, str):
             resolve_estimator_class(self.depo_estimator)
         if self.depo_embedding_pooling not in EMBEDDING_POOLINGS:

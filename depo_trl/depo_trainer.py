@@ -7,8 +7,8 @@ Each generation round (one call of ``_generate_and_score_completions`` in traini
    ``depo_candidate_multiplier``.
 2. Featurise them: cheap statistics, per-prompt history, and the policy's pooled hidden state of the prompt (each
    rank embeds an equal shard, then the shards are gathered).
-3. Predict each candidate's pass rate and pick exactly U (``selection.select_in_band``); rank 0's pick is
-   broadcast so every rank agrees.
+3. Predict each candidate's pass rate and pick exactly U (``selection.select`` with ``depo_selection``); rank 0's
+   pick is broadcast so every rank agrees.
 4. Lay the U prompts out as U x G rows, G contiguous copies each, hand each rank its slice to
    ``GRPOTrainer._generate_and_score_completions`` (generation, rewards, advantages: all TRL's).
 5. Read the gathered rewards TRL computed, count passes per group, and train the estimator and history.
@@ -19,6 +19,7 @@ behaves exactly like ``GRPOTrainer`` while the estimator learns. Evaluation is n
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
@@ -40,7 +41,9 @@ from .embedding import embed_token_ids
 from .estimators import PassRateEstimator, make_estimator
 from .features import CandidateBatch, Featurizer
 from .history import PromptHistory, prompt_key
-from .selection import REASON_BAND, Selection, select_in_band
+from .estimators.warm_start import warm_start_from_jsonl
+from .features import EmbeddingCache
+from .selection import REASON_BAND, Selection, select
 from .state import load_state, save_state
 
 logger = logging.getLogger(__name__)
@@ -56,6 +59,7 @@ class _Round:
     times_seen: np.ndarray  # rounds each candidate was rolled out before this one
     features: np.ndarray  # (n_candidates, n_features)
     predicted: np.ndarray  # predicted pass rate per candidate (NaN where the estimator failed)
+    uncertainty: np.ndarray | None  # sd of each prediction, when the estimator has one
     selection: Selection
     warmup: bool
     embed_seconds: float = 0.0
@@ -127,7 +131,15 @@ class DEPOTrainer(GRPOTrainer):
         spec = estimator if estimator is not None else args.depo_estimator
         self.depo_estimator: PassRateEstimator = make_estimator(spec, **(args.depo_estimator_kwargs or {}))
         self.depo_history = PromptHistory(max_prompts=args.depo_history_max_prompts)
-        self.depo_featurizer = Featurizer(args.depo_features, embedding_dim=args.depo_embedding_dim, seed=args.seed)
+        self.depo_featurizer = Featurizer(
+            args.depo_features, embedding_dim=args.depo_embedding_dim, seed=args.seed,
+            options=args.depo_feature_options,
+        )
+        self._check_metadata_columns()
+        # Only with refresh_every > 1 are embeddings kept, for a few candidate pools' worth of prompts.
+        pool = args.depo_candidate_multiplier * args.generation_batch_size // args.num_generations
+        self.depo_embedding_cache = EmbeddingCache(args.depo_embedding_refresh_every, max_prompts=max(8 * pool, 1024))
+        self.depo_warm_started = args.depo_warm_start_path is None
         if _is_map_style(self.train_dataset):
             self.depo_candidates = CandidateStream(len(self.train_dataset), seed=args.seed, shuffle=self.shuffle_dataset)
         else:
@@ -159,6 +171,16 @@ class DEPOTrainer(GRPOTrainer):
                 "generation round). Add prompts, or lower depo_candidate_multiplier or the generation batch size."
             )
 
+    def _check_metadata_columns(self) -> None:
+        wanted = self.depo_featurizer.metadata_columns
+        columns = getattr(self.train_dataset, "column_names", None)
+        missing = [c for c in wanted if columns is not None and c not in columns]
+        if missing:
+            raise ValueError(
+                f"The 'metadata' feature group reads columns {missing}, which the train_dataset lacks "
+                f"(columns: {columns}). Fix depo_feature_options['metadata']['columns'] or add the columns."
+            )
+
     def _resolve_pass_reward(self) -> int:
         names = list(self.reward_func_names)
         wanted = self.args.depo_pass_reward
@@ -183,14 +205,48 @@ class DEPOTrainer(GRPOTrainer):
     def _generate_and_score_completions(self, inputs):
         if not self.model.training:  # evaluation is never filtered
             return super()._generate_and_score_completions(inputs)
+        if not self.depo_warm_started:
+            self._warm_start()
         plan, local_inputs = self._plan_round(inputs)
         self._depo_capture, self._depo_rewards = True, None
         try:
             output = super()._generate_and_score_completions(local_inputs)
         finally:
             self._depo_capture = False
+        if self.args.depo_mask_zero_variance and self._depo_rewards is not None:
+            self._mask_zero_variance_groups(output, self._depo_rewards)
         self._learn_from_round(plan, self._depo_rewards)
         return output
+
+    def _warm_start(self) -> None:
+        """Fit the estimator on a file of measured pass rates, with the features training will use."""
+        path = self.args.depo_warm_start_path
+        summary = warm_start_from_jsonl(
+            self.depo_estimator,
+            lambda prompts: self._features(prompts)[0],
+            path,
+            render=lambda prompt: prompt,  # hand raw prompts to _features, which renders them like training
+            limit=self.args.depo_warm_start_max_prompts,
+            max_trials=float(self.num_generations),  # a 128-sample measurement weighs like one group
+        )
+        self.depo_warm_started = True
+        logger.info("DEPO warm start from %s: %s", path, summary)
+
+    def _mask_zero_variance_groups(self, output: dict, rewards: torch.Tensor) -> None:
+        """Drop this rank's rows of all-equal groups from the loss mask and recount the loss normaliser."""
+        group = self.num_generations
+        weights = self.reward_weights.detach().float().cpu()
+        total = torch.nansum(rewards * weights, dim=1).view(-1, group)
+        all_equal = (total == total[:, :1]).all(dim=1).repeat_interleave(group)
+        n_local = output["completion_mask"].size(0)
+        start = self.accelerator.process_index * n_local
+        local = all_equal[start : start + n_local].to(output["completion_mask"].device)
+        output["completion_mask"] = output["completion_mask"] * (~local).unsqueeze(1).int()
+        if "tool_mask" in output:
+            output["tool_mask"] = output["tool_mask"] * (~local).unsqueeze(1).int()
+        loss_mask = output["completion_mask"] if "tool_mask" not in output else output["completion_mask"] * output["tool_mask"]
+        output["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
+        _trl_compat.metrics(self)["train"]["depo/masked_group_share"].append(float(all_equal.float().mean()))
 
     # ------------------------------------------------------------------ one round
     @property
@@ -204,46 +260,58 @@ class DEPOTrainer(GRPOTrainer):
             # GRPO's own batch: G contiguous copies per prompt across the ranks' concatenated rows.
             global_prompts = gather_object([x["prompt"] for x in inputs])
             prompts = global_prompts[::group]
-            features, predicted, timings = self._score(prompts)
+            metadata = {c: gather_object([x[c] for x in inputs])[::group] for c in self.depo_featurizer.metadata_columns}
+            features, predicted, uncertainty, timings = self._score(prompts, metadata)
             keep_all = Selection(
                 indices=np.arange(len(prompts)), reasons=[REASON_BAND] * len(prompts), in_band=self._in_band(predicted)
             )
-            plan = self._make_round(None, prompts, features, predicted, keep_all, True, timings)
+            plan = self._make_round(None, prompts, features, predicted, uncertainty, keep_all, True, timings)
             return plan, inputs
 
         n_select = self.args.generation_batch_size // group
         indices, rows = self.depo_candidates.draw(self.train_dataset, self.args.depo_candidate_multiplier * n_select)
         prompts = [row["prompt"] for row in rows]
-        features, predicted, timings = self._score(prompts)
-        selection = self._select(predicted, n_select)
-        plan = self._make_round(indices, prompts, features, predicted, selection, False, timings)
+        metadata = {c: [row[c] for row in rows] for c in self.depo_featurizer.metadata_columns}
+        features, predicted, uncertainty, timings = self._score(prompts, metadata)
+        keys = np.array([prompt_key(p) for p in prompts], dtype=np.int64)
+        selection = self._select(predicted, uncertainty, self._rounds_since_rolled_out(keys), n_select)
+        plan = self._make_round(indices, prompts, features, predicted, uncertainty, selection, False, timings)
 
         global_rows = [rows[i] for i in selection.indices for _ in range(group)]
         per_rank = len(global_rows) // self.accelerator.num_processes
         start = self.accelerator.process_index * per_rank
         return plan, global_rows[start : start + per_rank]
 
-    def _make_round(self, indices, prompts, features, predicted, selection, warmup, timings) -> _Round:
+    def _make_round(self, indices, prompts, features, predicted, uncertainty, selection, warmup, timings) -> _Round:
         keys = np.array([prompt_key(p) for p in prompts], dtype=np.int64)
         token_counts, embed_seconds, estimate_seconds = timings
         times_seen = self.depo_history.lookup(keys)["count"]
-        return _Round(keys, indices, token_counts, times_seen, features, predicted, selection, warmup,
+        return _Round(keys, indices, token_counts, times_seen, features, predicted, uncertainty, selection, warmup,
                       embed_seconds, estimate_seconds)
+
+    def _rounds_since_rolled_out(self, keys: np.ndarray) -> np.ndarray:
+        """Rounds since each prompt was last rolled out; NaN for never (such prompts are not 'overdue')."""
+        seen = self.depo_history.lookup(keys)
+        return np.where(seen["seen"] > 0, seen["rounds_since"], np.nan)
 
     def _in_band(self, predicted: np.ndarray) -> np.ndarray:
         return (predicted >= self.args.depo_band_low) & (predicted <= self.args.depo_band_high)
 
-    def _select(self, predicted: np.ndarray, n_select: int) -> Selection:
+    def _select(self, predicted, uncertainty, rounds_since, n_select: int) -> Selection:
         if self.accelerator.is_main_process:
             if np.isfinite(predicted).all():
-                selection = select_in_band(
+                selection = select(
+                    self.args.depo_selection,
                     predicted,
                     n_select,
                     self.num_generations,
-                    self.args.depo_band_low,
-                    self.args.depo_band_high,
-                    self.args.depo_exploration,
                     self.depo_rng,
+                    uncertainty=uncertainty,
+                    low=self.args.depo_band_low,
+                    high=self.args.depo_band_high,
+                    exploration=self.args.depo_exploration,
+                    rounds_since=rounds_since,
+                    revisit_after=self.args.depo_revisit_after,
                 )
             else:  # the estimator failed this round: roll out a uniform random subset, like GRPO
                 chosen = self.depo_rng.choice(len(predicted), size=n_select, replace=False)
@@ -255,32 +323,63 @@ class DEPOTrainer(GRPOTrainer):
             broadcast_object_list(payload, from_process=0)
         return payload[0]
 
-    def _score(self, prompts: list) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, float, float]]:
-        """Features and predicted pass rate for each prompt; NaN predictions when the estimator fails."""
+    def _features(self, prompts: list, metadata: dict | None = None) -> tuple[np.ndarray, CandidateBatch, float]:
+        """Feature matrix of ``prompts`` (all ranks take part: embedding is sharded and gathered)."""
         t0 = time.perf_counter()
-        batch = self._candidate_batch(prompts)
+        batch = self._candidate_batch(prompts, metadata)
+        embed_seconds = time.perf_counter() - t0
+        return self.depo_featurizer.transform(batch, self.depo_history), batch, embed_seconds
+
+    def _score(self, prompts: list, metadata: dict | None = None):
+        """Features, predicted pass rate and its uncertainty (or None) per prompt, and timings.
+
+        Predictions are NaN when the estimator fails; uncertainty is None when it has none (or fails).
+        """
+        features, batch, embed_seconds = self._features(prompts, metadata)
         t1 = time.perf_counter()
-        features = self.depo_featurizer.transform(batch, self.depo_history)
+        uncertainty = None
         try:
             predicted = np.asarray(self.depo_estimator.predict_pass_rate(features, keys=batch.keys), dtype=np.float64)
             if predicted.shape != (len(prompts),) or not np.isfinite(predicted).all():
                 raise ValueError(f"predicted pass rates are not {len(prompts)} finite numbers")
             predicted = np.clip(predicted, 0.0, 1.0)
+            uncertainty = self._uncertainty(features, batch.keys)
         except Exception as exc:  # a failing estimator never stops training
             self._estimator_failed("predict", exc)
             predicted = np.full(len(prompts), np.nan)
-        return features, predicted, (batch.token_counts, t1 - t0, time.perf_counter() - t1)
+        return features, predicted, uncertainty, (batch.token_counts, embed_seconds, time.perf_counter() - t1)
 
-    def _candidate_batch(self, prompts: list) -> CandidateBatch:
+    def _uncertainty(self, features: np.ndarray, keys: np.ndarray) -> np.ndarray | None:
+        predict = getattr(self.depo_estimator, "predict_uncertainty", None)
+        values = None if predict is None else predict(features, keys=keys)
+        if values is None:
+            return None
+        values = np.asarray(values, dtype=np.float64)
+        return values if values.shape == keys.shape and np.isfinite(values).all() and (values >= 0).all() else None
+
+    def _candidate_batch(self, prompts: list, metadata: dict | None = None) -> CandidateBatch:
         tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
         texts = [maybe_apply_chat_template({"prompt": p}, tokenizer)["prompt"] for p in prompts]
         token_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
         keys = np.array([prompt_key(p) for p in prompts], dtype=np.int64)
-        batch = CandidateBatch(keys=keys, texts=texts, token_counts=np.array([len(t) for t in token_ids]))
+        batch = CandidateBatch(keys=keys, texts=texts, token_counts=np.array([len(t) for t in token_ids]),
+                               metadata=metadata or None)
         if self.depo_featurizer.needs_embedding:
             limit = self.args.depo_embedding_max_length
-            batch.embeddings = self._embed([ids[-limit:] for ids in token_ids], tokenizer.pad_token_id)
+            batch.embeddings = self._cached_embeddings(keys, [ids[-limit:] for ids in token_ids], tokenizer.pad_token_id)
         return batch
+
+    def _cached_embeddings(self, keys: np.ndarray, token_ids: list[list[int]], pad_token_id: int) -> np.ndarray:
+        """Embeddings of the prompts, re-embedding only those whose cached entry is too old (the same set on
+        every rank: the cache evolves identically everywhere)."""
+        if self.args.depo_embedding_refresh_every == 1:
+            return self._embed(token_ids, pad_token_id)
+        cache, now = self.depo_embedding_cache, self.depo_stats.rounds
+        stale = cache.missing(keys, now)
+        if stale.any():
+            fresh_ids = [ids for ids, is_stale in zip(token_ids, stale) if is_stale]
+            cache.put(keys[stale], self._embed(fresh_ids, pad_token_id).astype(np.float32), now)
+        return cache.get(keys).astype(np.float64)
 
     def _embed(self, token_ids: list[list[int]], pad_token_id: int) -> np.ndarray:
         """Each rank embeds an equal shard (padded with repeats), then the shards are gathered in rank order."""
@@ -288,17 +387,26 @@ class DEPOTrainer(GRPOTrainer):
         shard = -(-len(token_ids) // world)
         padded = token_ids + [token_ids[-1]] * (shard * world - len(token_ids))
         mine = padded[rank * shard : (rank + 1) * shard]
-        embeddings = embed_token_ids(
-            self.model,
-            mine,
-            pad_token_id,
-            pooling=self.args.depo_embedding_pooling,
-            batch_size=self.args.depo_embedding_batch_size,
-            device=self.accelerator.device,
-        )
+        with self._embedding_adapter_context():
+            embeddings = embed_token_ids(
+                self.model,
+                mine,
+                pad_token_id,
+                pooling=self.args.depo_embedding_pooling,
+                batch_size=self.args.depo_embedding_batch_size,
+                device=self.accelerator.device,
+            )
         if world > 1:
             embeddings = self.accelerator.gather(embeddings.contiguous())
         return embeddings[: len(token_ids)].cpu().double().numpy()
+
+    def _embedding_adapter_context(self):
+        """``depo_embedding_adapter="off"`` embeds with the PEFT adapter disabled (the frozen base model)."""
+        if self.args.depo_embedding_adapter == "off":
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            if hasattr(unwrapped, "disable_adapter"):
+                return unwrapped.disable_adapter()
+        return contextlib.nullcontext()
 
     def _estimator_failed(self, what: str, exc: Exception) -> None:
         self.depo_stats.estimator_failures += 1
@@ -420,6 +528,7 @@ class DEPOTrainer(GRPOTrainer):
             "candidates": self.depo_candidates.state_dict(),
             "rng": self.depo_rng.bit_generator.state,
             "stats": self.depo_stats.state_dict(),
+            "warm_started": bool(self.depo_warm_started),
         }
 
     def load_depo_state_dict(self, state: dict[str, Any]) -> None:
@@ -434,6 +543,7 @@ class DEPOTrainer(GRPOTrainer):
         self.depo_candidates.load_state_dict(state["candidates"])
         self.depo_rng.bit_generator.state = state["rng"]
         self.depo_stats.load_state_dict(state["stats"])
+        self.depo_warm_started = bool(state.get("warm_started", True))
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
