@@ -187,3 +187,16 @@ def test_a_failing_estimator_never_stops_training(tiny_model, tokenizer, config_
     assert trainer.depo_stats.estimator_failures == 6  # 3 predictions + 3 updates
     assert _metric(trainer, "depo/estimator_failures")[-1] == 6
     assert len(trainer.depo_history) > 0  # history still learned
+
+
+def test_generation_batch_spanning_several_steps_and_iterations(tiny_model, tokenizer, config_factory):
+    """steps_per_generation = 2 (from gradient accumulation) and num_iterations = 2: one round every 2 optimizer
+    steps, each scoring K x U candidates with U = generation_batch_size / G = 8."""
+    args = config_factory(max_steps=4, depo_warmup_steps=0, gradient_accumulation_steps=2, num_iterations=2)
+    assert args.generation_batch_size == 32
+    trainer = DEPOTrainer(model=tiny_model, reward_funcs=letters_reward, args=args,
+                          train_dataset=letters_dataset(128), processing_class=tokenizer)
+    trainer.train()
+    assert trainer.depo_stats.rounds == 2
+    assert trainer.depo_stats.candidates_scored == 2 * 4 * 8
+    assert trainer.depo_stats.completions_generated == 2 * 8 * 4
