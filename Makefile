@@ -36,9 +36,13 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+# Quick versions of the benchmarks (full versions: drop --quick; see docs/benchmarks.md).
 bench: install
 	$(BIN)/python -m benchmarks.replay --quick
 	$(BIN)/python -m benchmarks.cold_start --quick
+	$(BIN)/python -m benchmarks.e2e --quick
+	$(BIN)/python -m benchmarks.overhead --quick
+	$(BIN)/python -m benchmarks.scale --prompts 100000 --candidates 10000
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
