@@ -42,7 +42,7 @@ bench: install
 	$(BIN)/python -m benchmarks.cold_start --quick
 	$(BIN)/python -m benchmarks.e2e --quick
 	$(BIN)/python -m benchmarks.overhead --quick
-	$(BIN)/python -m benchmarks.scale --prompts 100000 --candidates 10000
+	$(BIN)/python -m benchmarks.scale
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
