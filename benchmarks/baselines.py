@@ -64,7 +64,9 @@ class Selector:
         budget = min(int(budget), len(pool))
         chosen = np.asarray(self.choose(round_index, pool, budget, rng), dtype=np.int64)
         if len(chosen) != budget or len(np.unique(chosen)) != budget or not np.isin(chosen, pool).all():
-            raise RuntimeError(f"{self.name} chose {len(chosen)} prompts (distinct, from the pool) for budget {budget}")
+            raise RuntimeError(
+                f"{self.name} chose {len(chosen)} prompts (distinct, from the pool) for budget {budget}"
+            )
         passes = np.asarray(reveal(chosen))
         self.observe(round_index, chosen, passes)
         return chosen, passes
@@ -155,7 +157,11 @@ class MoPPSSelector(Selector):
     name = "MoPPS"
 
     def __init__(
-        self, n_prompts: int, group_size: int = 8, prior: tuple[float, float] = (1.0, 1.0), decay: float = 1.0,
+        self,
+        n_prompts: int,
+        group_size: int = 8,
+        prior: tuple[float, float] = (1.0, 1.0),
+        decay: float = 1.0,
         target: float = 0.5,
     ):
         super().__init__(n_prompts, group_size)

@@ -1,7 +1,8 @@
 """Benchmark 2, Cold start: predicting the pass rate of prompts never seen, from their content alone.
 
 Data: ``passrate/deepscaler_qwen25math7b_passrate.jsonl`` (29,895 DeepScaleR problems, each with a pass rate of
-Qwen2.5-Math-7B measured over 128 samples). A seeded 80% is the training split, the other 20% the test split.
+Qwen2.5-Math-7B measured over 128 samples). A seeded 80% of the distinct problem texts is the training split, the
+other 20% the test split (split by text: a problem that occurs twice in the file is never on both sides).
 
 Methods: every estimator in ``depo_trl.estimators.ESTIMATORS``, over the feature groups ``length`` + ``text``
 (``length`` alone when ``text`` is not registered), fitted with one ``partial_fit`` on the whole training split
@@ -74,6 +75,20 @@ def load_passrates(limit_n: int | None = None, seed: int = 0) -> PassRateData:
     return data
 
 
+def split_by_text(texts: list[str], test_share: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
+    """Seeded train/test split over distinct problem texts, so no test prompt's exact text is in training (some
+    problems occur more than once in the file); returns the row indices of each side and how many texts repeat."""
+    groups: dict[str, list[int]] = {}
+    for i, text in enumerate(texts):
+        groups.setdefault(text, []).append(i)
+    distinct = list(groups)
+    order = rng.permutation(len(distinct))
+    n_test = round(test_share * len(distinct))
+    test = np.sort(np.array([i for g in order[:n_test] for i in groups[distinct[g]]], dtype=np.int64))
+    train = np.sort(np.array([i for g in order[n_test:] for i in groups[distinct[g]]], dtype=np.int64))
+    return train, test, sum(len(v) > 1 for v in groups.values())
+
+
 def usefulness(p: np.ndarray, group_size: int = GROUP_SIZE) -> np.ndarray:
     p = np.clip(np.asarray(p, dtype=np.float64), 0.0, 1.0)
     return 1.0 - p**group_size - (1.0 - p) ** group_size
@@ -81,7 +96,7 @@ def usefulness(p: np.ndarray, group_size: int = GROUP_SIZE) -> np.ndarray:
 
 def top_share_usefulness(score: np.ndarray, true_p: np.ndarray, share: float, rng: np.random.Generator) -> float:
     """True usefulness of the ``share`` of prompts with the highest ``score`` (ties broken at random)."""
-    k = max(1, int(round(share * len(score))))
+    k = max(1, round(share * len(score)))
     order = np.lexsort((rng.random(len(score)), -np.asarray(score, dtype=np.float64)))
     return float(usefulness(true_p[order[:k]]).mean())
 
@@ -124,20 +139,28 @@ def run_estimator(name: str, cls, feature_names, X_tr, y_tr, X_te, keys_tr, keys
     return pred, {"fit_seconds": t1 - t0, "predict_seconds": t2 - t1, "kwargs": kwargs, "features": feature_names}
 
 
-def featurize(feature_names, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def featurize(feature_names, texts: list[str], options: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     from depo_trl.features import CandidateBatch
     from depo_trl.history import prompt_key
 
     keys = np.array([prompt_key(t) for t in texts], dtype=np.int64)
-    featurizer = common.build_featurizer(feature_names)
+    featurizer = common.build_featurizer(feature_names, options=options)
     return np.asarray(featurizer.transform(CandidateBatch(keys=keys, texts=texts), None), dtype=np.float64), keys
 
 
 # ---------------------------------------------------------------------------- report
 def _table(results: dict) -> str:
-    headers = ["method", "features", "Pearson r", "Spearman", "AUC useful@8", f"top-{TOP_SHARE:.0%} usefulness", "fit s"]
+    headers = [
+        "method",
+        "features",
+        "Pearson r",
+        "Spearman",
+        "AUC useful@8",
+        f"top-{TOP_SHARE:.0%} usefulness",
+        "fit s",
+    ]
     rows = []
-    for key, r in results.items():
+    for r in results.values():
         if "error" in r:
             rows.append([r["label"], r.get("features_label", "-"), "skipped", "-", "-", "-", "-"])
             continue
@@ -185,7 +208,9 @@ def _plot(results: dict, path: Path) -> Path:
 
 
 def _targets(results: dict) -> dict:
-    depo = {k: r for k, r in results.items() if r.get("kind") == "model" and k.startswith("depo:") and "error" not in r}
+    depo = {
+        k: r for k, r in results.items() if r.get("kind") == "model" and k.startswith("depo:") and "error" not in r
+    }
     finite = {k: r["pearson_r"] for k, r in depo.items() if r["pearson_r"] is not None and np.isfinite(r["pearson_r"])}
     if not finite:
         return {"evaluated": False, "reason": "no DEPO estimator gave a non-constant prediction"}
@@ -217,12 +242,16 @@ def _docs_body(payload: dict, table: str, plot_path: Path, docs_path: Path) -> s
     lines = [
         "## Cold start: content-only prediction for unseen prompts",
         "",
-        f"Data: `{DATA_FILE}` ({cfg['n_total']} problems, pass rate of Qwen2.5-Math-7B over 128 samples). "
-        f"Train on a seeded {1 - cfg['test_share']:.0%} ({cfg['n_train']} prompts), predict the other "
-        f"{cfg['test_share']:.0%} ({cfg['n_test']}) from content alone. DEPO estimators use the feature groups "
-        f"{cfg['features']} and one `partial_fit` on the training split. AUC: predicted usefulness "
-        "1 - p^8 - (1-p)^8 against a sampled label (8 Bernoulli draws of the true pass rate, seed "
-        f"{cfg['label_seed']}; useful when 0 < k < 8). Top-{TOP_SHARE:.0%}: true usefulness of the picks.",
+        (
+            f"Data: `{DATA_FILE}` ({cfg['n_total']} problems, pass rate of Qwen2.5-Math-7B over 128 samples). "
+            f"Train on a seeded {1 - cfg['test_share']:.0%} of the distinct problem texts ({cfg['n_train']} "
+            f"prompts), predict the other {cfg['test_share']:.0%} ({cfg['n_test']}) from content alone; the split is "
+            f"by text, so none of the {cfg['texts_occurring_more_than_once']} texts that occur more than once is on "
+            "both sides. DEPO estimators use the feature groups "
+            f"{cfg['features']} and one `partial_fit` on the training split. AUC: predicted usefulness "
+            "1 - p^8 - (1-p)^8 against a sampled label (8 Bernoulli draws of the true pass rate, seed "
+            f"{cfg['label_seed']}; useful when 0 < k < 8). Top-{TOP_SHARE:.0%}: true usefulness of the picks."
+        ),
         "",
         table,
         "",
@@ -232,8 +261,10 @@ def _docs_body(payload: dict, table: str, plot_path: Path, docs_path: Path) -> s
     lines += [f"- {note}" for note in payload.get("notes", [])]
     lines += [
         "",
-        f"Command: `{payload['command']}` ({payload['runtime_seconds']:.0f} s). "
-        f"Machine: {common.machine_line(payload['machine'])}.",
+        (
+            f"Command: `{payload['command']}` ({payload['runtime_seconds']:.0f} s). "
+            f"Machine: {common.machine_line(payload['machine'])}."
+        ),
         "",
         f"Plot: `{plot_rel}`",
         "",
@@ -249,6 +280,12 @@ def parse_args(argv: Sequence[str] | None):
     ap.add_argument("--test-share", type=float, default=0.2)
     ap.add_argument("--seed", type=int, default=0, help="split, label and tie-break seed")
     ap.add_argument("--estimators", nargs="*", default=None, help="only these registered estimators")
+    ap.add_argument(
+        "--feature-options",
+        type=json.loads,
+        default=None,
+        help='per-group feature options as JSON, e.g. \'{"text": {"dim": 1024}}\' (default: the library defaults)',
+    )
     ap.add_argument("--results-dir", type=Path, default=common.RESULTS_DIR)
     ap.add_argument("--docs", type=Path, default=common.DOCS_PATH)
     ap.add_argument(
@@ -271,9 +308,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     rng = common.seed_everything(args.seed)
     data = load_passrates(args.n, seed=args.seed)
     n = len(data.texts)
-    order = rng.permutation(n)
-    n_test = int(round(args.test_share * n))
-    test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
+    train, test, n_duplicated = split_by_text(data.texts, args.test_share, rng)
     true_p = data.pass_rate[test]
     k = np.random.default_rng(args.seed + 1).binomial(GROUP_SIZE, np.clip(true_p, 0, 1))
     labels = (k > 0) & (k < GROUP_SIZE)
@@ -290,8 +325,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     feat_label = "+".join(features)
 
     t0 = time.perf_counter()
-    X_tr, keys_tr = featurize(features, texts_tr)
-    X_te, keys_te = featurize(features, texts_te)
+    options = {k: v for k, v in (args.feature_options or {}).items() if k in features} or None
+    X_tr, keys_tr = featurize(features, texts_tr, options)
+    X_te, keys_te = featurize(features, texts_te, options)
     featurize_seconds = time.perf_counter() - t0
     print(f"  features: {X_tr.shape[1]} columns in {featurize_seconds:.1f} s", flush=True)
 
@@ -363,9 +399,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "n_train": len(train),
             "n_test": len(test),
             "test_share": args.test_share,
+            "split": "by distinct problem text",
+            "texts_occurring_more_than_once": n_duplicated,
             "seed": args.seed,
             "label_seed": args.seed + 1,
             "features": features,
+            "feature_options": options,
             "n_feature_columns": int(X_tr.shape[1]),
             "featurize_seconds": featurize_seconds,
             "top_share": TOP_SHARE,

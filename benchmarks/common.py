@@ -291,7 +291,16 @@ def _indices_of(result: Any) -> np.ndarray:
 
 def _policy_adapter(name: str, entry: Any, select_fn: Callable | None) -> PolicyFn:
     def policy(
-        pass_rate, uncertainty, n_select, group_size, low, high, exploration, rng, rounds_since=None, revisit_after=None
+        pass_rate,
+        uncertainty,
+        n_select,
+        group_size,
+        low,
+        high,
+        exploration,
+        rng,
+        rounds_since=None,
+        revisit_after=None,
     ) -> np.ndarray:
         available = {
             "policy": name,
@@ -330,12 +339,13 @@ def _policy_adapter(name: str, entry: Any, select_fn: Callable | None) -> Policy
     return policy
 
 
-def build_featurizer(names: Sequence[str], fit_batch=None, history=None):
-    """A ``depo_trl.features.Featurizer`` for ``names``; groups with a ``fit`` method are fitted on ``fit_batch``
-    (unsupervised: only prompt texts, never labels) when one is given."""
+def build_featurizer(names: Sequence[str], fit_batch=None, history=None, options: dict | None = None):
+    """A ``depo_trl.features.Featurizer`` for ``names`` (``options``: per-group constructor options, when the
+    Featurizer takes them); groups with a ``fit`` method are fitted on ``fit_batch`` (unsupervised: only prompt
+    texts, never labels) when one is given."""
     from depo_trl.features import Featurizer
 
-    featurizer = Featurizer(list(names))
+    featurizer = Featurizer(list(names), options=options) if options else Featurizer(list(names))
     if fit_batch is not None:
         for group in featurizer.groups:
             fit = getattr(group, "fit", None)

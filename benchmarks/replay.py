@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -75,7 +76,7 @@ class ReplayData:
 
     @staticmethod
     def budget(pool_size: int, share: float) -> int:
-        return min(pool_size, max(1, int(round(share * pool_size))))
+        return min(pool_size, max(1, round(share * pool_size)))
 
     def uniform_truth(self) -> float:
         """Useful share of every logged group in the simulated epochs (what uniform sampling converges to)."""
@@ -188,8 +189,16 @@ class DEPOSelector(Selector):
             rounds_since = np.where(seen["seen"] > 0, seen["rounds_since"], np.nan)
         local = np.asarray(
             self.policy(
-                p, u, budget, self.group_size, self.low, self.high, self.exploration, rng,
-                rounds_since=rounds_since, revisit_after=self.revisit_after,
+                p,
+                u,
+                budget,
+                self.group_size,
+                self.low,
+                self.high,
+                self.exploration,
+                rng,
+                rounds_since=rounds_since,
+                revisit_after=self.revisit_after,
             ),
             dtype=np.int64,
         )
@@ -197,7 +206,7 @@ class DEPOSelector(Selector):
         return pool[local]
 
     def observe(self, round_index, indices, passes):
-        local, X, p = self._pending
+        _local, X, p = self._pending
         passes = np.asarray(passes, dtype=np.float64)
         trials = np.full(len(indices), float(self.group_size))
         self.predicted.append(p)
@@ -295,7 +304,15 @@ def build_methods(data: ReplayData, args) -> tuple[dict[str, Callable[[], Select
                 continue
             key = f"depo:{est}:{pol_name}"
             methods[key] = lambda est=est, pol=pol: DEPOSelector(
-                n, GROUP_SIZE, est, pol, features, data.texts, args.band_low, args.band_high, args.exploration,
+                n,
+                GROUP_SIZE,
+                est,
+                pol,
+                features,
+                data.texts,
+                args.band_low,
+                args.band_high,
+                args.exploration,
                 args.revisit_after,
             )
             info[key] = {
@@ -378,16 +395,17 @@ def _table(results: dict, info: dict, shares: Sequence[float]) -> str:
     headers += [f"useful share @{s:.0%}" for s in shares]
     headers += [f"useful groups @{s:.0%}" for s in shares]
     ref = TARGET_SHARE if TARGET_SHARE in shares else shares[len(shares) // 2]
-    headers += [f"generated @{ref:.0%}", f"cost @{ref:.0%}"]
+    headers += [f"generated @{ref:.0%}", f"cost @{ref:.0%}", f"pred. r @{ref:.0%}"]
     rows = []
     for key, by_share in results.items():
         if "error" in by_share:
-            rows.append([info[key]["label"]] + ["skipped"] * (2 * len(shares) + 2))
+            rows.append([info[key]["label"]] + ["skipped"] * (2 * len(shares) + 3))
             continue
         row = [info[key]["label"]]
         row += [by_share[str(s)]["useful_share"] for s in shares]
         row += [f"{by_share[str(s)]['useful_groups']:.0f}" for s in shares]
         row += [f"{by_share[str(ref)]['groups_generated']:.0f}", f"{by_share[str(ref)]['generation_cost']:.2f}x"]
+        row.append(by_share[str(ref)].get("prediction_pearson_r"))
         rows.append(row)
     return common.format_table(headers, rows)
 
@@ -402,6 +420,7 @@ def _targets(results: dict, info: dict, shares: Sequence[float]) -> dict:
         return {"evaluated": False, "reason": "no DEPO configuration ran"}
     best_key = max(depo, key=depo.get)
     best_base = max(base, key=base.get) if base else None
+    std = {k: results[k][s].get("useful_share_std") for k in (best_key, best_base) if k is not None}
     hindsight = results.get("hindsight", {})
     return {
         "evaluated": True,
@@ -409,6 +428,8 @@ def _targets(results: dict, info: dict, shares: Sequence[float]) -> dict:
         "hindsight_useful_share": hindsight.get(s, {}).get("useful_share") if "error" not in hindsight else None,
         "best_depo": info[best_key]["label"],
         "best_depo_useful_share": depo[best_key],
+        "best_depo_seed_std": std.get(best_key),
+        "best_baseline_seed_std": std.get(best_base),
         "best_baseline": info[best_base]["label"] if best_base else None,
         "best_baseline_useful_share": base.get(best_base),
         "useful_share_at_least_0.90": depo[best_key] >= TARGET_USEFUL,
@@ -417,19 +438,41 @@ def _targets(results: dict, info: dict, shares: Sequence[float]) -> dict:
     }
 
 
-def _plot(results: dict, info: dict, shares: Sequence[float], path: Path) -> Path:
+def _plot(results: dict, info: dict, shares: Sequence[float], path: Path, pool_sizes: Sequence[int]) -> Path:
     plt = common.pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 5.2), gridspec_kw={"width_ratios": [1, 1]})
     ok = {k: v for k, v in results.items() if "error" not in v}
     styles = {"baseline": "--", "oracle": ":", "depo": "-"}
+    fixed = {
+        "uniform": "#d62728",
+        "dynamic_sampling": "#8c564b",
+        "greso": "#ff7f0e",
+        "mopps": "#9467bd",
+        "hindsight": "0.5",
+        "oracle": "k",
+    }
+    palette = plt.get_cmap("tab20b").colors
+    depo_keys = [k for k in ok if k not in fixed]
+    colors = {**fixed, **{key: palette[(3 * i) % len(palette)] for i, key in enumerate(depo_keys)}}
     for key, by_share in ok.items():
         y = [by_share[str(s)]["useful_share"] for s in shares]
-        ax1.plot([100 * s for s in shares], y, styles[info[key]["kind"]], marker="o", label=info[key]["label"])
+        kind = info[key]["kind"]
+        ax1.plot(
+            [100 * s for s in shares],
+            y,
+            styles[kind],
+            marker="o",
+            color=colors[key],
+            lw=2.2 if kind != "depo" else 1.4,
+            label=info[key]["label"],
+        )
     ax1.set_xlabel("rollout budget (% of the pool per epoch)")
     ax1.set_ylabel("useful-group share (0 < k < 8)")
-    ax1.set_title("Replay: useful share vs budget")
-    ax1.set_ylim(0, 1.05)
+    ax1.set_title("Replay: useful share vs budget (mean over seeds)")
+    ax1.set_ylim(0.4, 1.02)
+    ax1.set_xticks([100 * s for s in shares])
     ax1.grid(alpha=0.3)
+    ax1.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ref = str(TARGET_SHARE if TARGET_SHARE in shares else shares[len(shares) // 2])
     depo = [k for k in ok if info[k]["kind"] == "depo"]
     shown = [k for k in ok if info[k]["kind"] != "depo"]
@@ -437,15 +480,23 @@ def _plot(results: dict, info: dict, shares: Sequence[float], path: Path) -> Pat
         shown.append(max(depo, key=lambda k: ok[k][ref]["useful_share"]))
     for key in shown:
         series = ok[key][ref]["per_epoch_useful_share"]
-        ax2.plot(range(len(series)), series, styles[info[key]["kind"]], label=info[key]["label"])
+        kind = info[key]["kind"]
+        ax2.plot(range(len(series)), series, styles[kind], color=colors[key], label=info[key]["label"])
+    if pool_sizes:
+        pool = np.asarray(pool_sizes, dtype=np.float64) / max(pool_sizes)
+        ax2.fill_between(range(len(pool)), 0, pool, color="0.85", zorder=0, label="pool size (share of all prompts)")
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("useful-group share")
     ax2.set_title(f"Per epoch at a {float(ref):.0%} budget (best DEPO shown)")
-    ax2.set_ylim(0, 1.05)
+    ax2.set_ylim(0, 1.02)
     ax2.grid(alpha=0.3)
-    ax1.legend(fontsize=7, loc="lower left")
     ax2.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
     return common.save_figure(fig, path)
+
+
+def _pm(std) -> str:
+    return "" if std is None else f" (seed std {std:.3f})"
 
 
 def _docs_body(payload: dict, table: str, plot_path: Path, docs_path: Path) -> str:
@@ -456,8 +507,11 @@ def _docs_body(payload: dict, table: str, plot_path: Path, docs_path: Path) -> s
         verdict = (
             f"**Target (40% budget: DEPO useful share >= 0.90 and above every baseline): "
             f"{'met' if t['met'] else 'not met'}.** Best DEPO: {t['best_depo']} at "
-            f"{t['best_depo_useful_share']:.3f}; best baseline: {t['best_baseline']} at "
-            f"{t['best_baseline_useful_share']:.3f}."
+            f"{t['best_depo_useful_share']:.3f}{_pm(t.get('best_depo_seed_std'))} (>= 0.90: "
+            f"{'yes' if t['useful_share_at_least_0.90'] else 'no'}); best baseline: {t['best_baseline']} at "
+            f"{t['best_baseline_useful_share']:.3f}{_pm(t.get('best_baseline_seed_std'))} (DEPO above every "
+            f"baseline: {'yes' if t['above_every_baseline'] else 'no'}, by "
+            f"{t['best_depo_useful_share'] - t['best_baseline_useful_share']:+.3f})."
         )
     else:
         verdict = f"Target not evaluated: {t.get('reason')}."
@@ -469,17 +523,29 @@ def _docs_body(payload: dict, table: str, plot_path: Path, docs_path: Path) -> s
     lines = [
         "## Replay: selection quality on a real GRPO log",
         "",
-        f"Data: `{LOG_FILE}` ({data['n_prompts']} prompts, {data['n_epochs']} epochs simulated, 8 rollouts per "
-        f"prompt per epoch). The pool of an epoch is every prompt with a log entry at that epoch "
-        f"({data['pool_min']} to {data['pool_max']} prompts: all prompts have 44 epochs, fewer have more); each "
-        "method may roll out the given share of the pool; a picked prompt's outcome is the logged k/8, useful when "
-        "0 < k < 8. Dynamic sampling's useful share is kept / generated and its cost is generated / budget (every "
-        "other method generates exactly the budget). DEPO scores the whole pool (candidate multiplier = 1 / share) "
-        f"with features {cfg['depo_features']}, band [{cfg['band_low']}, {cfg['band_high']}], exploration "
-        f"{cfg['exploration']}, and learns only from the groups it rolled out. Mean over seeds {cfg['seeds']}.",
+        (
+            f"Data: `{LOG_FILE}` ({data['n_prompts']} prompts, {data['n_epochs']} epochs simulated, 8 rollouts per "
+            f"prompt per epoch). The pool of an epoch is every prompt with a log entry at that epoch "
+            f"({data['pool_min']} to {data['pool_max']} prompts: all prompts have 44 epochs, fewer have more); each "
+            "method may roll out the given share of the pool; a picked prompt's outcome is the logged k/8, useful when "
+            "0 < k < 8. Dynamic sampling's useful share is kept / generated and its cost is generated / budget (every "
+            "other method generates exactly the budget). DEPO scores the whole pool (candidate multiplier = 1 / share) "
+            f"with features {cfg['depo_features']}, band [{cfg['band_low']}, {cfg['band_high']}], exploration "
+            f"{cfg['exploration']}, revisit floor {cfg['revisit_after']} rounds (the `DEPOConfig` defaults; one "
+            "round = one epoch here), selection policy as named; it learns only from the groups it rolled out, as "
+            f"GRESO and MoPPS do. Mean over seeds {cfg['seeds']}."
+        ),
         "",
-        f"Useful share of all logged groups in these epochs (what uniform converges to): "
-        f"{data['uniform_truth']:.3f}.",
+        (
+            "Columns: useful share = useful groups / groups generated; useful groups and groups generated are "
+            "totals over all epochs (mean over seeds); cost = generated / budget; pred. r = Pearson r between "
+            "DEPO's predicted pass rate and the observed k/8 of the groups it rolled out (epochs after the first)."
+        ),
+        "",
+        (
+            "Useful share of all logged groups in these epochs (what uniform converges to): "
+            f"{data['uniform_truth']:.3f}."
+        ),
         "",
         table,
         "",
@@ -489,8 +555,10 @@ def _docs_body(payload: dict, table: str, plot_path: Path, docs_path: Path) -> s
     lines += [f"- {note}" for note in payload.get("notes", [])]
     lines += [
         "",
-        f"Command: `{payload['command']}` ({payload['runtime_seconds']:.0f} s). "
-        f"Machine: {common.machine_line(payload['machine'])}.",
+        (
+            f"Command: `{payload['command']}` ({payload['runtime_seconds']:.0f} s). "
+            f"Machine: {common.machine_line(payload['machine'])}."
+        ),
         "",
         f"Plot: `{plot_rel}`",
         "",
@@ -522,13 +590,19 @@ def parse_args(argv: Sequence[str] | None):
     ap.add_argument(
         "--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (default: up to 2)"
     )
+    ap.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        help="re-render the table, plot, JSON and docs of a finished run from its JSON (no simulation)",
+    )
     ap.add_argument("--results-dir", type=Path, default=common.RESULTS_DIR)
     ap.add_argument("--docs", type=Path, default=common.DOCS_PATH)
     ap.add_argument(
         "--no-docs", action="store_true", help="do not rewrite the docs section (implied by --quick unless --docs)"
     )
     args = ap.parse_args(argv)
-    given = set(argv if argv is not None else __import__("sys").argv[1:])
+    given = set(argv if argv is not None else sys.argv[1:])
     if args.quick:
         args.n_prompts = args.n_prompts or 300
         args.epochs = args.epochs or 12
@@ -540,10 +614,8 @@ def parse_args(argv: Sequence[str] | None):
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-    args = parse_args(argv)
-    common.limit_blas_threads(1)
-    argv_list = list(argv) if argv is not None else __import__("sys").argv[1:]
+def compute(args, argv_list: list[str]) -> dict:
+    """Run every method and return the payload (without the rendered table and verdict)."""
     started = time.perf_counter()
     data = load_replay(n_prompts=args.n_prompts, epochs=args.epochs)
     methods, info, notes = build_methods(data, args)
@@ -554,13 +626,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
         flush=True,
     )
     results = run_all(methods, info, data, args.shares, args.seeds, args.jobs, notes)
-
-    runtime = time.perf_counter() - started
-    table = _table(results, info, args.shares)
-    targets = _targets(results, info, args.shares)
-    suffix = "_quick" if args.quick else ""
-    json_path = args.results_dir / f"{NAME}{suffix}.json"
-    png_path = args.results_dir / f"{NAME}{suffix}.png"
     cfg = {
         "shares": args.shares,
         "seeds": args.seeds,
@@ -578,11 +643,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "quick": args.quick,
         "jobs": args.jobs,
     }
-    payload = {
+    return {
         "benchmark": NAME,
         "command": common.command_line("benchmarks.replay", argv_list),
         "machine": common.machine_info(),
-        "runtime_seconds": runtime,
+        "runtime_seconds": time.perf_counter() - started,
         "config": cfg,
         "data": {
             "log": LOG_FILE,
@@ -597,30 +662,53 @@ def main(argv: Sequence[str] | None = None) -> dict:
         },
         "methods": info,
         "results": results,
-        "targets": targets,
         "notes": notes,
-        "table": table,
     }
-    _plot(results, info, args.shares, png_path)
+
+
+def report(payload: dict, args) -> dict:
+    """Table, verdict, plot, JSON and docs section from a payload (fresh, or re-read with ``--from-json``)."""
+    cfg, results, info = payload["config"], payload["results"], payload["methods"]
+    shares = cfg["shares"]
+    table = _table(results, info, shares)
+    targets = _targets(results, info, shares)
+    payload.update(table=table, targets=targets)
+    suffix = "_quick" if cfg.get("quick") else ""
+    json_path = args.results_dir / f"{NAME}{suffix}.json"
+    png_path = args.results_dir / f"{NAME}{suffix}.png"
+    _plot(results, info, shares, png_path, payload["data"].get("pool_sizes", []))
     payload["plot"] = common.relative_to_repo(png_path)
     common.write_json(json_path, payload)
     print()
     print(table)
     print()
-    print(f"uniform truth (useful share of every logged group): {data.uniform_truth():.3f}")
+    print(f"uniform truth (useful share of every logged group): {payload['data']['uniform_truth']:.3f}")
     if targets.get("evaluated"):
         print(
             f"target @40%: best DEPO {targets['best_depo']} {targets['best_depo_useful_share']:.3f} "
             f"(>= 0.90: {targets['useful_share_at_least_0.90']}), best baseline {targets['best_baseline']} "
             f"{targets['best_baseline_useful_share']:.3f} -> {'MET' if targets['met'] else 'NOT MET'}"
         )
-    for note in notes:
+    for note in payload.get("notes", []):
         print("note:", note)
-    print(f"wrote {json_path} and {png_path} in {runtime:.1f} s")
+    print(f"wrote {json_path} and {png_path} (benchmark run time {payload['runtime_seconds']:.1f} s)")
     if not args.no_docs:
         docs = common.update_docs_section(NAME, _docs_body(payload, table, png_path, args.docs), args.docs)
         print(f"updated the '{NAME}' section of {docs}")
     return payload
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = parse_args(argv)
+    common.limit_blas_threads(1)
+    argv_list = list(argv) if argv is not None else sys.argv[1:]
+    if args.from_json is not None:  # re-render a finished run: same numbers, same command and run time
+        payload = json.loads(Path(args.from_json).read_text())
+        if payload.get("benchmark") != NAME:
+            raise ValueError(f"{args.from_json} is not a {NAME} result (benchmark={payload.get('benchmark')!r})")
+    else:
+        payload = compute(args, argv_list)
+    return report(payload, args)
 
 
 if __name__ == "__main__":

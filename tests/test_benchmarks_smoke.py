@@ -73,6 +73,17 @@ def test_greso_skips_zero_variance_streaks():
     assert 0.05 <= greso.p_easy <= 0.95 and 0.05 <= greso.p_hard <= 0.95
 
 
+def test_cold_start_split_keeps_repeated_texts_on_one_side():
+    from benchmarks.cold_start import split_by_text
+
+    texts = [f"problem {i % 40}" for i in range(100)]  # 40 distinct texts, most repeated
+    train, test, repeated = split_by_text(texts, 0.2, np.random.default_rng(0))
+    assert repeated == 40
+    assert sorted(np.concatenate([train, test]).tolist()) == list(range(100))
+    assert not {texts[i] for i in train} & {texts[i] for i in test}
+    assert len({texts[i] for i in test}) == 8
+
+
 # --------------------------------------------------------------------------------------- benchmarks
 def test_replay_quick(tmp_path):
     _need(*REPLAY_FILES)
@@ -82,12 +93,19 @@ def test_replay_quick(tmp_path):
     payload = replay.main(
         [
             "--quick",
-            "--n-prompts", "120",
-            "--epochs", "6",
-            "--shares", "0.2", "0.4",
-            "--estimators", "logistic",
-            "--results-dir", str(tmp_path),
-            "--docs", str(docs),
+            "--n-prompts",
+            "120",
+            "--epochs",
+            "6",
+            "--shares",
+            "0.2",
+            "0.4",
+            "--estimators",
+            "logistic",
+            "--results-dir",
+            str(tmp_path),
+            "--docs",
+            str(docs),
         ]
     )
     saved = json.loads((tmp_path / "replay_quick.json").read_text())
@@ -101,7 +119,7 @@ def test_replay_quick(tmp_path):
         tolerance = 4 * np.sqrt(truth * (1 - truth) / uniform["groups_generated"])
         assert abs(uniform["useful_share"] - truth) < tolerance
         assert results["oracle"][share]["useful_share"] == pytest.approx(saved["data"]["oracle_truth"][share])
-        for key, by_share in results.items():
+        for by_share in results.values():
             if "error" in by_share:
                 continue
             r = by_share[share]
@@ -125,7 +143,8 @@ def test_cold_start_quick(tmp_path):
     )
     saved = json.loads((tmp_path / "cold_start_quick.json").read_text())
     assert (tmp_path / "cold_start_quick.png").stat().st_size > 0
-    assert saved["config"]["n_test"] == 300
+    assert saved["config"]["n_train"] + saved["config"]["n_test"] == 1500
+    assert abs(saved["config"]["n_test"] - 300) <= 5
     results = saved["results"]
     uniform, oracle = results["uniform"]["top_usefulness"], results["oracle"]["top_usefulness"]
     assert 0.0 < uniform < oracle <= 1.0
