@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from trl import GRPOTrainer
 
+from benchmarks.baselines import GRESOSelector
 from depo_trl import DEPOTrainer
 
 PASS_THRESHOLD = 0.5
@@ -300,21 +301,23 @@ class GRESOTrainer(CountingGRPO):
         n = len(self.train_dataset)
         self.walker = EpochWalker(n, self.args.seed)
         self.rng = np.random.default_rng(self.args.seed + 1)
-        self.target_all_pass, self.target_all_fail = target_all_pass, target_all_fail
-        self.p_easy = self.p_hard = float(start)
-        self.step_size, self.bounds, self.min_keep = step, bounds, min_keep
+        # The skipping rule and its adaptation are the replay benchmark's GRESO, shared, not restated.
+        self.rule = GRESOSelector(n, self.num_generations, target_all_pass, target_all_fail, start, step, bounds,
+                                  min_keep)
         self.max_examined_multiplier = int(max_examined_multiplier)
-        self.streak_kind = np.zeros(n, dtype=np.int8)  # +1 all-pass streak, -1 all-fail streak, 0 none
-        self.streak_len = np.zeros(n, dtype=np.int64)
         self.skipped = 0
         self.examined = 0
 
+    @property
+    def p_easy(self) -> float:
+        return self.rule.p_easy
+
+    @property
+    def p_hard(self) -> float:
+        return self.rule.p_hard
+
     def keep_probability(self, index: int) -> float:
-        kind, z = self.streak_kind[index], self.streak_len[index]
-        if kind == 0:
-            return 1.0
-        base = self.p_easy if kind > 0 else self.p_hard
-        return max(base ** float(z), self.min_keep)
+        return float(self.rule.keep_probability(np.array([index]))[0])
 
     def _choose(self, n_groups: int) -> list[int]:
         self.walker.start_round()
@@ -338,20 +341,7 @@ class GRESOTrainer(CountingGRPO):
         return picked
 
     def _observe(self, indices: list[int], passes: np.ndarray) -> None:
-        G = self.num_generations
-        indices = np.asarray(indices)
-        all_pass, all_fail = passes >= G, passes <= 0
-        for kind, mask in ((1, all_pass), (-1, all_fail)):
-            idx = indices[mask]
-            same = self.streak_kind[idx] == kind
-            self.streak_len[idx] = np.where(same, self.streak_len[idx] + 1, 1)
-            self.streak_kind[idx] = kind
-        mixed = indices[~(all_pass | all_fail)]
-        self.streak_kind[mixed], self.streak_len[mixed] = 0, 0
-        lo, hi = self.bounds
-        self.p_easy += -self.step_size if all_pass.mean() > self.target_all_pass else self.step_size
-        self.p_hard += -self.step_size if all_fail.mean() > self.target_all_fail else self.step_size
-        self.p_easy, self.p_hard = float(np.clip(self.p_easy, lo, hi)), float(np.clip(self.p_hard, lo, hi))
+        self.rule.observe(None, np.asarray(indices), np.asarray(passes))
 
     def _generate_and_score_completions(self, inputs):
         if not self.model.training:
