@@ -151,3 +151,18 @@ def test_resumed_run_makes_the_same_selections_as_an_uninterrupted_one(tokenizer
     for round_index in (4, 5, 6):
         assert after[round_index] == full[round_index], f"round {round_index} differs after resume"
     np.testing.assert_allclose(resumed.depo_estimator.coef_, uninterrupted.depo_estimator.coef_, rtol=1e-9)
+
+
+def test_every_candidate_out_of_band_still_fills_the_batch(tokenizer, config_factory):
+    from depo_trl.estimators import LogisticPassRateEstimator
+
+    class SureEverythingIsEasy(LogisticPassRateEstimator):
+        def predict_pass_rate(self, X, keys=None):
+            return np.full(len(X), 0.99)
+
+    args = config_factory(max_steps=3, depo_warmup_steps=0, depo_exploration=0.0)
+    trainer = _trainer(tokenizer, args, estimator=SureEverythingIsEasy())
+    trainer.train()
+    assert trainer.depo_stats.prompts_rolled_out == 12  # 3 full batches of U = 4
+    decisions = [d for r in read_decisions(args.output_dir) for d in r["decision"]]
+    assert decisions.count("fill") == 12 and decisions.count("skip_too_easy") == 36
