@@ -416,7 +416,9 @@ def docs_body(payload: dict, png_rel: dict[str, str]) -> str:
     task_text = (
         f"Task: string reversal, exact-match binary reward; the length is the difficulty knob. Model: char-level "
         f"Qwen2, {task['num_layers']} layers, hidden {task['hidden_size']} ({meta['parameters']:,} parameters), "
-        f"warm-started once by {task['warm_steps']} supervised steps on lengths {task['min_length']}.."
+        f"warm-started once by {payload['warm_start']['info'].get('steps', task['warm_steps'])} supervised steps "
+        f"(until the 20-step mean loss reached {task.get('warm_target_loss', 0)}; final "
+        f"{payload['warm_start']['info'].get('final_loss', float('nan')):.3f}) on lengths {task['min_length']}.."
         f"{task['warm_max_length']}; every run starts from that checkpoint. Its pass rate by length "
         f"({profile['per_length']} train-universe strings per length, {profile['samples']} samples each):"
     )

@@ -2,8 +2,8 @@
 
 Task: **string reversal**. A prompt is ``"<letters>>"`` (e.g. ``"kqbz>"``), the answer is the letters reversed
 (``"zbqk"``) followed by the end-of-sequence token. The difficulty knob is the string length. The warm start (a
-plain torch loop: teacher forcing, loss on the answer tokens only) trains on lengths ``min_length ..
-warm_max_length`` only, which splits the lengths into three difficulty classes for the warm-started policy
+plain torch loop: teacher forcing, loss on the answer tokens only, stopped once the loss reaches
+``warm_target_loss``) trains on lengths ``min_length .. warm_max_length`` only, which splits the lengths into three difficulty classes for the warm-started policy
 (measured and printed by the benchmark):
 
 - ``solved``: ``min_length .. solved_max_length``, nearly always right at temperature 1 (groups come out all-pass);
@@ -56,7 +56,8 @@ class TaskSpec:
     max_length: int = 13
     hidden_size: int = 128
     num_layers: int = 4
-    warm_steps: int = 250
+    warm_steps: int = 800  # at most; the warm start stops once the loss reaches warm_target_loss
+    warm_target_loss: float = 0.1  # trailing mean over 20 steps (0: always run warm_steps)
     warm_batch: int = 64
     warm_lr: float = 3e-3
     seed: int = 0
@@ -281,8 +282,13 @@ def warm_start(spec: TaskSpec, exclude=(), cache_dir: str | None = None, log=pri
         losses.append(loss.item())
         if (step + 1) % 50 == 0:
             log(f"warm start: step {step + 1}/{spec.warm_steps} loss {np.mean(losses[-50:]):.3f}")
+        # Stop on the loss, not a step count: when the loss drops varies a lot between seeds (it falls
+        # suddenly), and the pass-rate profile follows the loss.
+        if spec.warm_target_loss > 0 and len(losses) >= 20 and np.mean(losses[-20:]) <= spec.warm_target_loss:
+            break
     model.eval()
-    info = {"seconds": time.perf_counter() - start, "final_loss": float(np.mean(losses[-20:])), "cached": False}
+    info = {"seconds": time.perf_counter() - start, "final_loss": float(np.mean(losses[-20:])), "steps": len(losses),
+            "cached": False}
     os.makedirs(cache_dir, exist_ok=True)
     tmp = path + ".tmp"
     torch.save({"state_dict": model.state_dict(), "info": info, "spec": asdict(spec)}, tmp)
