@@ -66,6 +66,7 @@ class Ledger:
     generate_seconds: float = 0.0  # inside TRL's _generate_and_score_completions (generation, rewards, advantages)
     round_seconds: float = 0.0  # whole training rounds: the above plus the method's own choosing and learning
     round_useful_share: list = field(default_factory=list)  # per round: useful share of the groups generated
+    round_pass_rate: list = field(default_factory=list)  # per round: mean pass rate of the groups trained on
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -134,6 +135,7 @@ class CountingGRPO(GRPOTrainer):
         ledger.trained_useful += int(((passes > 0) & (passes < G)).sum())
         generated = ledger.groups - groups_generated_before
         ledger.round_useful_share.append((ledger.useful_groups - useful_before) / max(generated, 1))
+        ledger.round_pass_rate.append(float(np.mean(passes)) / G if len(passes) else float("nan"))
 
 
 class UniformGRPO(CountingGRPO):
