@@ -240,3 +240,34 @@ def test_quick_benchmark_end_to_end(tmp_path):
     e2e.main(["--render", str(tmp_path / "out" / "e2e_test.json"), "--docs", str(docs)])
     assert docs.read_text().count("<!-- e2e:start -->") == 1
     assert payload["meta"]["command"] == "test"
+
+
+def test_gpu_check_tiny_cpu_path(tmp_path, monkeypatch):
+    from benchmarks import gpu_check
+
+    monkeypatch.setenv("OUT", str(tmp_path))
+    summary = gpu_check.main(["--tiny"])
+    assert summary["tiny"] and summary["steps"] == 2 and len(summary["rows"]) == 2
+    measured = [r for r in summary["rows"] if r["step"] > summary["warmup_steps"]]
+    assert measured and all(0 < r["depo_share"] < 1 for r in measured)
+    assert all(r["depo/candidates_scored"] == 4 * summary["U"] for r in measured)  # K x U scored after warm-up
+    assert json.loads((tmp_path / "gpu_check_tiny.json").read_text())["completion_tokens"] == 8
+
+
+def test_real_lm_pool_keeps_families_with_spread_and_a_fresh_heldout_set():
+    pytest.importorskip("depo_trl.graded_tasks")
+    from benchmarks import e2e_real_lm
+
+    records = []
+    for family, rates in {"add": [1.0, 0.6, 0.2, 0.0], "parity": [0.5, 0.5, 0.5, 0.5], "mul": [0.0] * 4}.items():
+        for level, rate in enumerate(rates, start=1):
+            for i in range(3):
+                records.append({"question": f"{family} {level} {i}", "family": family, "level": level, "answer": "1",
+                                "answer_kind": "number", "pass_rate": rate})
+    assert e2e_real_lm.spread_families(records) == ["add", "parity"]
+    size = dict(e2e_real_lm.SIZES["quick"], n_heldout=5, max_pool=100)
+    pool, heldout, info = e2e_real_lm.build_data(records, size)
+    assert set(pool["family"]) == {"add", "parity"} and len(pool) == 24  # every level of the kept families
+    assert len(heldout) == 5 and not set(q[0]["content"] for q in heldout["prompt"]) & set(r["question"] for r in records)
+    assert {(c["family"], c["level"]) for c in info["heldout_cells"]} == {("add", 2), ("add", 3)} | {
+        ("parity", lvl) for lvl in range(1, 5)}
