@@ -31,17 +31,16 @@ import numpy as np
 import torch
 from accelerate.utils import broadcast_object_list, gather_object
 from trl import GRPOTrainer
-from trl.data_utils import maybe_apply_chat_template
 
 from . import _trl_compat
 from .audit import DecisionLog, finite_or_none, skip_reason
-from .candidates import CandidateStream, IterableCandidateStream
+from .candidates import CandidateStream, IterableCandidateStream, copy_row
 from .depo_config import DEPOConfig
 from .embedding import embed_token_ids
 from .estimators import PassRateEstimator, make_estimator
 from .features import CandidateBatch, Featurizer
 from .history import PromptHistory, prompt_key
-from .estimators.warm_start import warm_start_from_jsonl
+from .estimators.warm_start import read_passrate_jsonl
 from .features import EmbeddingCache
 from .selection import REASON_BAND, Selection, select
 from .state import load_state, save_state
@@ -101,6 +100,16 @@ def _is_map_style(dataset) -> bool:
     return hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")
 
 
+def _no_spread(values: torch.Tensor) -> torch.Tensor:
+    """Over the last axis, ignoring NaN: fewer than two values, or a sample std that ``torch.isclose`` calls 0."""
+    scorable = ~torch.isnan(values)
+    count = scorable.sum(dim=-1)
+    mean = torch.where(scorable, values, 0.0).sum(dim=-1) / count.clamp(min=1)
+    spread = torch.where(scorable, (values - mean.unsqueeze(-1)) ** 2, 0.0).sum(dim=-1)
+    std = torch.sqrt(spread / (count - 1).clamp(min=1))
+    return (count < 2) | torch.isclose(std, torch.zeros_like(std))
+
+
 class DEPOTrainer(GRPOTrainer):
     """[`~trl.GRPOTrainer`] that rolls out only prompts whose predicted pass rate is in a target band.
 
@@ -140,6 +149,9 @@ class DEPOTrainer(GRPOTrainer):
         pool = args.depo_candidate_multiplier * args.generation_batch_size // args.num_generations
         self.depo_embedding_cache = EmbeddingCache(args.depo_embedding_refresh_every, max_prompts=max(8 * pool, 1024))
         self.depo_warm_started = args.depo_warm_start_path is None
+        self._depo_warm_start_rows = None if self.depo_warm_started else self._read_warm_start_file()
+        self._depo_trl_columns: list[str] | None = None  # the columns TRL's dataloader keeps (remove_unused_columns)
+        self._depo_hidden_columns: list[str] = []  # metadata columns DEPO asked TRL's dataloader to keep for it
         if _is_map_style(self.train_dataset):
             self.depo_candidates = CandidateStream(len(self.train_dataset), seed=args.seed, shuffle=self.shuffle_dataset)
         else:
@@ -202,9 +214,35 @@ class DEPOTrainer(GRPOTrainer):
             self._depo_rewards = rewards.detach().float().cpu()
         return rewards
 
+    def _set_signature_columns_if_needed(self):
+        """TRL keeps only ``prompt``/``image``/``images`` when ``remove_unused_columns=True``. DEPO's ``metadata``
+        features need their columns in warm-up batches too, so TRL's dataloader is asked to keep them as well; they
+        are taken off again before any row reaches TRL (see ``_trl_rows``), so reward functions get exactly the
+        columns they get from GRPOTrainer."""
+        super()._set_signature_columns_if_needed()
+        if getattr(self, "_depo_trl_columns", "unset") is None:  # only once, and only after DEPO's own set-up
+            self._depo_trl_columns = list(self._signature_columns)
+            self._depo_hidden_columns = [
+                c for c in self.depo_featurizer.metadata_columns if c not in self._depo_trl_columns
+            ]
+            self._signature_columns = self._depo_trl_columns + self._depo_hidden_columns
+
+    def _trl_rows(self, rows: list[dict], drawn: bool = False) -> list[dict]:
+        """``rows`` with exactly the columns TRL's own dataloader would have given them. ``drawn`` rows come from
+        the raw dataset (DEPO's candidate walk); the others came through TRL's dataloader."""
+        if not self.args.remove_unused_columns:
+            return rows
+        if drawn:
+            if self._depo_trl_columns is None:
+                self._set_signature_columns_if_needed()
+            return [{k: v for k, v in row.items() if k in self._depo_trl_columns} for row in rows]
+        if not self._depo_hidden_columns:
+            return rows
+        return [{k: v for k, v in row.items() if k not in self._depo_hidden_columns} for row in rows]
+
     def _generate_and_score_completions(self, inputs):
         if not self.model.training:  # evaluation is never filtered
-            return super()._generate_and_score_completions(inputs)
+            return super()._generate_and_score_completions(self._trl_rows(inputs))
         if not self.depo_warm_started:
             self._warm_start()
         plan, local_inputs = self._plan_round(inputs)
@@ -218,35 +256,99 @@ class DEPOTrainer(GRPOTrainer):
         self._learn_from_round(plan, self._depo_rewards)
         return output
 
-    def _warm_start(self) -> None:
-        """Fit the estimator on a file of measured pass rates, with the features training will use."""
+    def _read_warm_start_file(self) -> list[dict]:
+        """The warm-start rows, read and checked at construction so a bad file fails before any compute."""
         path = self.args.depo_warm_start_path
-        summary = warm_start_from_jsonl(
-            self.depo_estimator,
-            lambda prompts: self._features(prompts)[0],
-            path,
-            render=lambda prompt: prompt,  # hand raw prompts to _features, which renders them like training
-            limit=self.args.depo_warm_start_max_prompts,
-            max_trials=float(self.num_generations),  # a 128-sample measurement weighs like one group
-        )
+        rows, passes, trials, skipped = read_passrate_jsonl(path, limit=self.args.depo_warm_start_max_prompts)
+        if not rows:
+            raise ValueError(
+                f"depo_warm_start_path {path!r} holds no row with a prompt and a pass rate ({skipped} rows skipped). "
+                "Each line needs 'prompt' (or 'problem'/'question'/'text') and 'pass_rate', 'passes'+'trials' or "
+                "'successes_of_<N>'."
+            )
+        wanted = self.depo_featurizer.metadata_columns
+        lacking = sorted({c for row in rows for c in wanted if c not in row})
+        if lacking:
+            raise ValueError(
+                f"The 'metadata' feature group reads columns {lacking}, but rows of depo_warm_start_path {path!r} "
+                "lack them. Add those fields to every line of the file, or drop 'metadata' from depo_features."
+            )
+        for row, p, t in zip(rows, passes, trials):
+            row["_passes"], row["_trials"] = float(p), float(t)
+        return rows
+
+    def _render_like_training(self, prompt):
+        """A warm-start prompt in the form training prompts take: a plain string becomes the content of the last
+        user turn of the first training prompt (so the same system prompt and turns surround it), when training
+        prompts are chats; chats, and strings for plain-text training, are used as they are. Features and prompt
+        keys then match those of the same prompt drawn from the dataset."""
+        if not isinstance(prompt, str):
+            return prompt
+        example = self._first_training_prompt()
+        if not isinstance(example, list) or not example:
+            return prompt
+        users = [i for i, m in enumerate(example) if isinstance(m, dict) and m.get("role") == "user"]
+        if not users:
+            return prompt
+        at = users[-1]
+        return [dict(m) for m in example[:at]] + [{**example[at], "content": prompt}] + [dict(m) for m in example[at + 1:]]
+
+    def _first_training_prompt(self):
+        dataset = self.train_dataset
+        row = dataset[0] if _is_map_style(dataset) else next(iter(dataset))
+        return row.get("prompt")
+
+    def _warm_start(self) -> None:
+        """Fit the estimator on a file of measured pass rates, with the features training will use: prompts rendered
+        as training prompts are, metadata from the file's own columns, embeddings from the initial policy."""
+        rows = self._depo_warm_start_rows
+        prompts = [self._render_like_training(row["_prompt"]) for row in rows]
+        metadata = {c: [row[c] for row in rows] for c in self.depo_featurizer.metadata_columns}
+        features, batch, _ = self._features(prompts, metadata)
+        passes = np.array([row["_passes"] for row in rows])
+        trials = np.array([row["_trials"] for row in rows])
+        scale = np.minimum(1.0, float(self.num_generations) / trials)  # a 128-sample measurement weighs like a group
+        try:
+            self.depo_estimator.partial_fit(features, passes * scale, trials * scale, keys=batch.keys)
+        except Exception as exc:  # a failing estimator never stops training
+            self._estimator_failed("warm start", exc)
         self.depo_warm_started = True
-        logger.info("DEPO warm start from %s: %s", path, summary)
+        self._depo_warm_start_rows = None
+        logger.info("DEPO warm start from %s: %d rows", self.args.depo_warm_start_path, len(rows))
+
+    def _zero_advantage_groups(self, rewards: torch.Tensor) -> torch.Tensor:
+        """Per global group: True when TRL's advantage arithmetic gives every completion of it a zero advantage.
+
+        ``rewards`` is TRL's gathered ``(N, n_reward_funcs)`` tensor (NaN where a function returned None). TRL
+        leaves NaN out of its group statistics and sets a NaN advantage to 0, so a group counts as zero when the
+        quantity TRL normalises per group has fewer than two scorable values or zero spread (TRL's own
+        ``isclose(std, 0)`` test; its advantage is then ``0 / (0 + 1e-4)`` up to float rounding). That quantity is
+        the weighted reward sum under ``sum_then_normalize`` (so ``[1, 1, 1, None]`` is zero, as TRL says), and
+        every reward function separately under ``normalize_then_sum`` (a group whose functions vary but whose
+        weighted sum is constant still has non-zero advantages there, and is kept)."""
+        group = self.num_generations
+        if self.multi_objective_aggregation == "sum_then_normalize":
+            weights = self.reward_weights.detach().float().cpu()
+            total = torch.nansum(rewards * weights, dim=1)
+            total[torch.isnan(rewards).all(dim=1)] = torch.nan
+            return _no_spread(total.view(-1, group))
+        per_function = rewards.view(-1, group, rewards.size(1)).transpose(1, 2)  # (groups, funcs, G)
+        return _no_spread(per_function).all(dim=1)
 
     def _mask_zero_variance_groups(self, output: dict, rewards: torch.Tensor) -> None:
-        """Drop this rank's rows of all-equal groups from the loss mask and recount the loss normaliser."""
-        group = self.num_generations
-        weights = self.reward_weights.detach().float().cpu()
-        total = torch.nansum(rewards * weights, dim=1).view(-1, group)
-        all_equal = (total == total[:, :1]).all(dim=1).repeat_interleave(group)
-        n_local = output["completion_mask"].size(0)
+        """Leave this rank's rows of zero-advantage groups out of the loss (not out of the attention mask: TRL's
+        ``completion_mask`` stays as it is; the loss-only mask is multiplied) and recount the loss normaliser."""
+        zero = self._zero_advantage_groups(rewards).repeat_interleave(self.num_generations)
+        completion_mask = output["completion_mask"]
+        n_local = completion_mask.size(0)
         start = self.accelerator.process_index * n_local
-        local = all_equal[start : start + n_local].to(output["completion_mask"].device)
-        output["completion_mask"] = output["completion_mask"] * (~local).unsqueeze(1).int()
-        if "tool_mask" in output:
-            output["tool_mask"] = output["tool_mask"] * (~local).unsqueeze(1).int()
-        loss_mask = output["completion_mask"] if "tool_mask" not in output else output["completion_mask"] * output["tool_mask"]
-        output["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
-        _trl_compat.metrics(self)["train"]["depo/masked_group_share"].append(float(all_equal.float().mean()))
+        keep = (~zero[start : start + n_local]).to(device=completion_mask.device, dtype=completion_mask.dtype)
+        key = _trl_compat.LOSS_ONLY_MASK
+        loss_only = output.get(key)
+        loss_only = torch.ones_like(completion_mask) if loss_only is None else loss_only
+        output[key] = loss_only * keep.unsqueeze(1)
+        output["num_items_in_batch"] = self.accelerator.gather((completion_mask * output[key]).sum()).sum()
+        _trl_compat.metrics(self)["train"]["depo/masked_group_share"].append(float(zero.float().mean()))
 
     # ------------------------------------------------------------------ one round
     @property
@@ -266,7 +368,7 @@ class DEPOTrainer(GRPOTrainer):
                 indices=np.arange(len(prompts)), reasons=[REASON_BAND] * len(prompts), in_band=self._in_band(predicted)
             )
             plan = self._make_round(None, prompts, features, predicted, uncertainty, keep_all, True, timings)
-            return plan, inputs
+            return plan, self._trl_rows(inputs)
 
         n_select = self.args.generation_batch_size // group
         indices, rows = self.depo_candidates.draw(self.train_dataset, self.args.depo_candidate_multiplier * n_select)
@@ -277,7 +379,10 @@ class DEPOTrainer(GRPOTrainer):
         selection = self._select(predicted, uncertainty, self._rounds_since_rolled_out(keys), n_select)
         plan = self._make_round(indices, prompts, features, predicted, uncertainty, selection, False, timings)
 
-        global_rows = [rows[i] for i in selection.indices for _ in range(group)]
+        # Every row its own object: TRL merges rollout_func extra fields into the rows in place, so G references to
+        # one dict would hand every completion of a group the last completion's value.
+        chosen = self._trl_rows([rows[i] for i in selection.indices], drawn=True)
+        global_rows = [copy_row(row) for row in chosen for _ in range(group)]
         per_rank = len(global_rows) // self.accelerator.num_processes
         start = self.accelerator.process_index * per_rank
         return plan, global_rows[start : start + per_rank]
@@ -359,8 +464,10 @@ class DEPOTrainer(GRPOTrainer):
 
     def _candidate_batch(self, prompts: list, metadata: dict | None = None) -> CandidateBatch:
         tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
-        texts = [maybe_apply_chat_template({"prompt": p}, tokenizer)["prompt"] for p in prompts]
-        token_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        # Rendered by TRL's own generation path, so tools, chat_template(_kwargs) and special tokens match what the
+        # policy will see; the text features read the same rendering back.
+        token_ids = _trl_compat.tokenize_prompts(self, prompts)
+        texts = tokenizer.batch_decode(token_ids, skip_special_tokens=False)
         keys = np.array([prompt_key(p) for p in prompts], dtype=np.int64)
         batch = CandidateBatch(keys=keys, texts=texts, token_counts=np.array([len(t) for t in token_ids]),
                                metadata=metadata or None)
