@@ -237,10 +237,10 @@ def test_candidates_are_rendered_with_trls_own_rendering(config_factory):
     args = config_factory(max_steps=1, depo_warmup_steps=0, chat_template_kwargs={"greeting": True})
     trainer = _build(local, args)
     prompts = [trainer.train_dataset[i]["prompt"] for i in range(3)]
-    batch = trainer._candidate_batch(prompts)
-    assert all(text.startswith("HELLO ") for text in batch.texts)  # was rendered without the kwargs
+    texts, token_ids, _ = trainer._render(prompts)
+    assert all(text.startswith("HELLO ") for text in texts)  # was rendered without the kwargs
     generation_ids = trainer._tokenize_prompts(prompts)[0]
-    np.testing.assert_array_equal(batch.token_counts, [len(ids) for ids in generation_ids])
+    assert [list(ids) for ids in token_ids] == [list(ids) for ids in generation_ids]
     assert _trl_compat.tokenize_prompts(trainer, prompts) == [list(ids) for ids in generation_ids]
 
 
@@ -254,7 +254,7 @@ def test_plain_text_candidates_get_the_special_tokens_generation_gets(config_fac
     args = config_factory(max_steps=1, depo_warmup_steps=0)
     trainer = _build(local, args, dataset=letters_dataset(64, conversational=False))
     prompt = trainer.train_dataset[0]["prompt"]
-    batch = trainer._candidate_batch([prompt])
+    _, token_ids, _ = trainer._render([prompt])
     generation_ids = trainer._tokenize_prompts([prompt])[0][0]
     assert generation_ids[0] == local.convert_tokens_to_ids("<|im_start|>")
-    assert batch.token_counts[0] == len(generation_ids)  # was one short: tokenised without special tokens
+    assert list(token_ids[0]) == list(generation_ids)  # was one short: tokenised without special tokens
