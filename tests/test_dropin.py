@@ -27,13 +27,12 @@ def _build(tokenizer, args, dataset=None, reward_funcs=letters_reward, cls=DEPOT
 # ---------------------------------------------------------------- 1. every row is its own object
 def test_rollout_func_extra_fields_reach_their_own_completion(tokenizer, config_factory, monkeypatch):
     """TRL merges a rollout_func's per-completion extra fields into the input rows in place."""
-    from depo_trl import _trl_compat
-
     monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
     seen = []
 
     def rollout(prompts, trainer):
-        prompt_ids = _trl_compat.tokenize_prompts(trainer, prompts)
+        texts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
+        prompt_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
         letter = tokenizer.convert_tokens_to_ids("a")
         return {
             "prompt_ids": prompt_ids,
@@ -258,3 +257,37 @@ def test_plain_text_candidates_get_the_special_tokens_generation_gets(config_fac
     generation_ids = trainer._tokenize_prompts([prompt])[0][0]
     assert generation_ids[0] == local.convert_tokens_to_ids("<|im_start|>")
     assert list(token_ids[0]) == list(generation_ids)  # was one short: tokenised without special tokens
+
+
+# ---------------------------------------------------------------- 4. warm start rendered like training
+def test_warm_start_prompt_features_match_the_dataset_prompt(tokenizer, config_factory, tmp_path):
+    """The shipped pass-rate files hold plain strings while training prompts are system + user chats: a prompt's
+    features (and key) must be the same whether it came from the warm-start file or from the dataset."""
+    from datasets import Dataset
+
+    plain = letters_dataset(64, conversational=False)
+    system = {"role": "system", "content": "Reply with a single character."}
+    dataset = Dataset.from_list([{"prompt": [system, {"role": "user", "content": r["prompt"]}],
+                                  "allowed": r["allowed"], "set_size": r["set_size"]} for r in plain])
+    path = tmp_path / "passrates.jsonl"
+    with open(path, "w") as f:
+        for row in plain:
+            f.write(json.dumps({"problem": row["prompt"], "pass_rate": row["set_size"] / 94}) + "\n")
+    args = config_factory(max_steps=1, depo_warmup_steps=0, depo_warm_start_path=str(path),
+                          depo_features=["length", "text", "embedding"])
+    trainer = _build(tokenizer, args, dataset=dataset)
+    fitted = {}
+    original = trainer.depo_estimator.partial_fit
+
+    def record(X, passes, trials, keys=None):
+        fitted.update(X=np.array(X), keys=np.array(keys))
+        return original(X, passes, trials, keys=keys)
+
+    trainer.depo_estimator.partial_fit = record
+    trainer._warm_start()
+    prompts = [dataset[i]["prompt"] for i in range(len(dataset))]
+    from_dataset = trainer._features(prompts)
+    from depo_trl.history import prompt_key
+
+    np.testing.assert_array_equal(fitted["keys"], [prompt_key(p) for p in prompts])  # history keys match
+    np.testing.assert_allclose(fitted["X"], from_dataset, rtol=1e-9, atol=1e-9)
