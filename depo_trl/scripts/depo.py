@@ -16,7 +16,8 @@ The keys of a recipe are the fields of ``DEPOScriptArguments`` (below), ``DEPOCo
 ``TrainingArguments`` field plus ``depo_*``), TRL's ``ModelConfig`` (model, dtype, LoRA) and TRL's
 ``DatasetMixtureConfig`` (``datasets:``, a list of ``load_dataset`` arguments). An unknown key is an error that
 names it. At the end the model, ``trainer_state.json`` (the logged history ``depo-trl report`` reads), DEPO's
-state and ``depo_summary.txt`` are saved in ``output_dir``, and the summary is printed.
+state, ``depo_run.json`` (what ``depo-trl route`` needs to rebuild the features) and ``depo_summary.txt`` are saved
+in ``output_dir``, and the summary is printed.
 """
 
 from __future__ import annotations
@@ -154,6 +155,7 @@ def main(script_args, training_args, model_args, dataset_args):
     from ..depo_trainer import DEPOTrainer
     from ..state import save_state
     from .loading import load_datasets, load_model, load_reward_funcs
+    from .run_config import SaveRunConfigCallback, run_config, save_run_config
 
     if script_args.torch_num_threads:
         import torch
@@ -181,6 +183,8 @@ def main(script_args, training_args, model_args, dataset_args):
         peft_config=get_peft_config(model_args),
         quantization_config=get_quantization_config(model_args),
     )
+    config = run_config(training_args, model_args, script_args)
+    trainer.add_callback(SaveRunConfigCallback(config))
     if script_args.depo_console == "depo":
         from ..console import use_depo_console
 
@@ -193,6 +197,7 @@ def main(script_args, training_args, model_args, dataset_args):
     summary = trainer.depo_summary()
     if trainer.accelerator.is_main_process:
         save_state(trainer.depo_state_dict(), training_args.output_dir)
+        save_run_config(config, training_args.output_dir)
         with open(os.path.join(training_args.output_dir, SUMMARY_FILE), "w") as f:
             f.write(summary + "\n")
     trainer.accelerator.print(summary)
