@@ -208,48 +208,62 @@ def _prompts_of(rows: list[dict], config: dict, prompt_column: str | None) -> li
 
 
 # ------------------------------------------------------------------------------------------------ scoring
+def selector_from_run_config(config: dict):
+    """The ``PromptSelector`` a run's ``DEPOTrainer`` built (same features, options, seed and estimator), empty."""
+    from .engine import PromptSelector
+
+    depo = config["depo"]
+    return PromptSelector(
+        group_size=config.get("num_generations") or 1,
+        estimator=depo.get("depo_estimator", "logistic"),
+        estimator_kwargs=depo.get("depo_estimator_kwargs") or None,
+        features=depo["depo_features"],
+        feature_options=depo.get("depo_feature_options"),
+        embedding_dim=depo.get("depo_embedding_dim", 16),
+        selection=depo.get("depo_selection", "band"),
+        band=(depo.get("depo_band_low", 0.15), depo.get("depo_band_high", 0.85)),
+        exploration=depo.get("depo_exploration", 0.1),
+        revisit_after=depo.get("depo_revisit_after", 256),
+        history_max_prompts=depo.get("depo_history_max_prompts", 1_000_000),
+        seed=config.get("seed", 42),
+    )
+
+
 def predict_pass_rates(prompts: list, state: dict, config: dict, tokenizer, model=None, metadata=None) -> np.ndarray:
-    """Each prompt's predicted pass rate, with the run's features and estimator (as ``DEPOTrainer`` scores)."""
+    """Each prompt's predicted pass rate, scored by the run's engine exactly as ``DEPOTrainer`` scores candidates:
+    chat-templated text, token counts, pooled policy embedding, history keyed by the raw prompt."""
     from trl.data_utils import maybe_apply_chat_template
 
     from .embedding import embed_token_ids
-    from .estimators import make_estimator
-    from .features import CandidateBatch, Featurizer
-    from .history import PromptHistory, prompt_key
+    from .history import prompt_key
 
+    selector = selector_from_run_config(config)
+    try:
+        selector.load_state_dict(state)
+    except ValueError as exc:  # an estimator other than the one the config names
+        raise ValueError(f"{exc} Pass the recipe the run was really trained with (--config).") from None
     depo = config["depo"]
-    featurizer = Featurizer(depo["depo_features"], embedding_dim=depo.get("depo_embedding_dim", 16),
-                            seed=config.get("seed", 42), options=depo.get("depo_feature_options"))
-    estimator = make_estimator(depo.get("depo_estimator", "logistic"), **(depo.get("depo_estimator_kwargs") or {}))
-    if state.get("estimator_class") not in (None, type(estimator).__name__):
-        raise ValueError(
-            f"The DEPO state was saved by estimator {state['estimator_class']} but the run config names "
-            f"{type(estimator).__name__}; pass the recipe the run was really trained with (--config)."
-        )
-    estimator.load_state_dict(state["estimator"])
-    history = PromptHistory(max_prompts=depo.get("depo_history_max_prompts", 1_000_000))
-    history.load_state_dict(state["history"])
-
     texts = [maybe_apply_chat_template({"prompt": p}, tokenizer)["prompt"] for p in prompts]
     token_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    wanted = featurizer.metadata_columns
+    wanted = selector.metadata_columns
     if wanted and (metadata is None or any(c not in metadata for c in wanted)):
         raise ValueError(f"The run's 'metadata' features read columns {wanted}; every prompt row must carry them.")
-    batch = CandidateBatch(
-        keys=np.array([prompt_key(p) for p in prompts], dtype=np.int64), texts=texts,
-        token_counts=np.array([len(t) for t in token_ids]), metadata={c: metadata[c] for c in wanted} or None,
-    )
-    if featurizer.needs_embedding:
+    embeddings = None
+    if selector.needs_embedding:
         limit = depo.get("depo_embedding_max_length", 512)
-        device = next(model.parameters()).device
-        batch.embeddings = embed_token_ids(
+        embeddings = embed_token_ids(
             model, [ids[-limit:] for ids in token_ids], tokenizer.pad_token_id,
             pooling=depo.get("depo_embedding_pooling", "mean"), batch_size=depo.get("depo_embedding_batch_size", 16),
-            device=device,
+            device=next(model.parameters()).device,
         ).cpu().double().numpy()
-    features = featurizer.transform(batch, history)
-    predicted = np.asarray(estimator.predict_pass_rate(features, keys=batch.keys), dtype=np.float64)
-    return np.clip(predicted, 0.0, 1.0)
+    scores = selector.score(
+        texts, keys=np.array([prompt_key(p) for p in prompts], dtype=np.int64),
+        token_counts=np.array([len(t) for t in token_ids]), embeddings=embeddings,
+        metadata={c: metadata[c] for c in wanted} or None,
+    )
+    if scores.failed:
+        raise ValueError("The run's estimator could not predict these prompts (see the warning above).")
+    return scores.predicted
 
 
 def route(run_dir: str, prompts: list | str, tau: float = 0.5, *, config: str | dict | None = None,
