@@ -7,11 +7,14 @@ Each generation round (one call of ``_generate_and_score_completions`` in traini
    ``depo_candidate_multiplier``.
 2. Featurise them: cheap statistics, per-prompt history, and the policy's pooled hidden state of the prompt (each
    rank embeds an equal shard, then the shards are gathered).
-3. Predict each candidate's pass rate and pick exactly U (``selection.select`` with ``depo_selection``); rank 0's
-   pick is broadcast so every rank agrees.
+3. Predict each candidate's pass rate and pick exactly U; rank 0's pick is broadcast so every rank agrees.
 4. Lay the U prompts out as U x G rows, G contiguous copies each, hand each rank its slice to
    ``GRPOTrainer._generate_and_score_completions`` (generation, rewards, advantages: all TRL's).
 5. Read the gathered rewards TRL computed, count passes per group, and train the estimator and history.
+
+Featurising, predicting, selecting and learning are the framework-agnostic engine ``depo_trl.engine.PromptSelector``
+(``self.depo_selector``); this class adapts it to TRL: the candidate draw, the policy prefill under the wrapped
+model, gather/broadcast across ranks, the U x G row layout, reward capture, metrics and checkpoints.
 
 During ``depo_warmup_steps`` (or when K = 1) step 1-4 are replaced by GRPO's own batch, untouched: the trainer
 behaves exactly like ``GRPOTrainer`` while the estimator learns. Evaluation is never filtered.
@@ -23,8 +26,7 @@ import contextlib
 import logging
 import time
 import warnings
-from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,12 +40,12 @@ from .audit import DecisionLog, finite_or_none, skip_reason
 from .candidates import CandidateStream, IterableCandidateStream
 from .depo_config import DEPOConfig
 from .embedding import embed_token_ids
-from .estimators import PassRateEstimator, make_estimator
-from .features import CandidateBatch, Featurizer
-from .history import PromptHistory, prompt_key
+from .engine import PromptSelector, RoundOutcome, Scores, SelectorStats
+from .estimators import PassRateEstimator
 from .estimators.warm_start import warm_start_from_jsonl
-from .features import EmbeddingCache
-from .selection import REASON_BAND, Selection, select
+from .features import EmbeddingCache, Featurizer
+from .history import PromptHistory, prompt_key
+from .selection import REASON_BAND, Selection
 from .state import load_state, save_state
 
 logger = logging.getLogger(__name__)
@@ -53,44 +55,22 @@ logger = logging.getLogger(__name__)
 class _Round:
     """What one generation round decided, kept until its rewards arrive."""
 
-    keys: np.ndarray  # prompt keys of all candidates
+    scores: Scores  # the engine's view of every candidate (keys, features, predictions)
     dataset_indices: np.ndarray | None  # where each candidate sits in the train dataset (None: not known)
-    token_counts: np.ndarray
-    times_seen: np.ndarray  # rounds each candidate was rolled out before this one
-    features: np.ndarray  # (n_candidates, n_features)
-    predicted: np.ndarray  # predicted pass rate per candidate (NaN where the estimator failed)
-    uncertainty: np.ndarray | None  # sd of each prediction, when the estimator has one
     selection: Selection
     warmup: bool
     embed_seconds: float = 0.0
-    estimate_seconds: float = 0.0
+
+    @property
+    def keys(self) -> np.ndarray:
+        return self.scores.keys
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.scores.predicted
 
 
-@dataclass
-class DEPOStats:
-    """Running totals over the whole run (saved with checkpoints)."""
-
-    rounds: int = 0
-    candidates_scored: int = 0
-    prompts_rolled_out: int = 0
-    prompts_skipped: int = 0
-    completions_generated: int = 0
-    useful_groups: int = 0
-    labelled_groups: int = 0
-    estimator_failures: int = 0
-    skipped_by_reason: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-
-    def state_dict(self) -> dict[str, Any]:
-        state = {k: v for k, v in self.__dict__.items() if k != "skipped_by_reason"}
-        state["skipped_by_reason"] = dict(self.skipped_by_reason)
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key, value in state.items():
-            if key == "skipped_by_reason":
-                self.skipped_by_reason = defaultdict(int, {k: int(v) for k, v in value.items()})
-            else:
-                setattr(self, key, int(value))
+DEPOStats = SelectorStats  # the run's totals are the engine's (kept under this name for existing callers)
 
 
 _trl_compat.check_trl_version()
@@ -128,12 +108,19 @@ class DEPOTrainer(GRPOTrainer):
         super().__init__(model, reward_funcs, args, *pos, **kwargs)
 
         self.depo_pass_index = self._resolve_pass_reward()
-        spec = estimator if estimator is not None else args.depo_estimator
-        self.depo_estimator: PassRateEstimator = make_estimator(spec, **(args.depo_estimator_kwargs or {}))
-        self.depo_history = PromptHistory(max_prompts=args.depo_history_max_prompts)
-        self.depo_featurizer = Featurizer(
-            args.depo_features, embedding_dim=args.depo_embedding_dim, seed=args.seed,
-            options=args.depo_feature_options,
+        self.depo_selector = PromptSelector(
+            group_size=self.num_generations,
+            estimator=estimator if estimator is not None else args.depo_estimator,
+            estimator_kwargs=None if estimator is not None else (args.depo_estimator_kwargs or None),
+            features=args.depo_features,
+            feature_options=args.depo_feature_options,
+            embedding_dim=args.depo_embedding_dim,
+            selection=args.depo_selection,
+            band=(args.depo_band_low, args.depo_band_high),
+            exploration=args.depo_exploration,
+            revisit_after=args.depo_revisit_after,
+            history_max_prompts=args.depo_history_max_prompts,
+            seed=args.seed,
         )
         self._check_metadata_columns()
         # Only with refresh_every > 1 are embeddings kept, for a few candidate pools' worth of prompts.
@@ -145,11 +132,29 @@ class DEPOTrainer(GRPOTrainer):
         else:
             self.depo_candidates = IterableCandidateStream(seed=args.seed, shuffle=self.shuffle_dataset)
         self.depo_decisions = DecisionLog(args.output_dir, max_bytes=int(args.depo_audit_max_mb * 2**20))
-        self.depo_rng = np.random.default_rng(args.seed)
-        self.depo_stats = DEPOStats()
         self._depo_capture = False
         self._depo_rewards: torch.Tensor | None = None
-        self._depo_warned: set[str] = set()
+
+    # The engine's parts, under the names the trainer has always exposed.
+    @property
+    def depo_estimator(self) -> PassRateEstimator:
+        return self.depo_selector.estimator
+
+    @property
+    def depo_history(self) -> PromptHistory:
+        return self.depo_selector.history
+
+    @property
+    def depo_featurizer(self) -> Featurizer:
+        return self.depo_selector.featurizer
+
+    @property
+    def depo_rng(self) -> np.random.Generator:
+        return self.depo_selector.rng
+
+    @property
+    def depo_stats(self) -> SelectorStats:
+        return self.depo_selector.stats
 
     # ------------------------------------------------------------------ set-up checks
     @staticmethod
@@ -223,7 +228,7 @@ class DEPOTrainer(GRPOTrainer):
         path = self.args.depo_warm_start_path
         summary = warm_start_from_jsonl(
             self.depo_estimator,
-            lambda prompts: self._features(prompts)[0],
+            lambda prompts: self._features(prompts),
             path,
             render=lambda prompt: prompt,  # hand raw prompts to _features, which renders them like training
             limit=self.args.depo_warm_start_max_prompts,
@@ -261,113 +266,64 @@ class DEPOTrainer(GRPOTrainer):
             global_prompts = gather_object([x["prompt"] for x in inputs])
             prompts = global_prompts[::group]
             metadata = {c: gather_object([x[c] for x in inputs])[::group] for c in self.depo_featurizer.metadata_columns}
-            features, predicted, uncertainty, timings = self._score(prompts, metadata)
-            keep_all = Selection(
-                indices=np.arange(len(prompts)), reasons=[REASON_BAND] * len(prompts), in_band=self._in_band(predicted)
-            )
-            plan = self._make_round(None, prompts, features, predicted, uncertainty, keep_all, True, timings)
-            return plan, inputs
+            scores, embed_seconds = self._score(prompts, metadata)
+            low, high = self.depo_selector.band
+            in_band = (scores.predicted >= low) & (scores.predicted <= high)
+            keep_all = Selection(indices=np.arange(len(prompts)), reasons=[REASON_BAND] * len(prompts), in_band=in_band)
+            return _Round(scores, None, keep_all, True, embed_seconds), inputs
 
         n_select = self.args.generation_batch_size // group
         indices, rows = self.depo_candidates.draw(self.train_dataset, self.args.depo_candidate_multiplier * n_select)
         prompts = [row["prompt"] for row in rows]
         metadata = {c: [row[c] for row in rows] for c in self.depo_featurizer.metadata_columns}
-        features, predicted, uncertainty, timings = self._score(prompts, metadata)
-        keys = np.array([prompt_key(p) for p in prompts], dtype=np.int64)
-        selection = self._select(predicted, uncertainty, self._rounds_since_rolled_out(keys), n_select)
-        plan = self._make_round(indices, prompts, features, predicted, uncertainty, selection, False, timings)
+        scores, embed_seconds = self._score(prompts, metadata)
+        selection = self._select(scores, n_select)
+        plan = _Round(scores, indices, selection, False, embed_seconds)
 
         global_rows = [rows[i] for i in selection.indices for _ in range(group)]
         per_rank = len(global_rows) // self.accelerator.num_processes
         start = self.accelerator.process_index * per_rank
         return plan, global_rows[start : start + per_rank]
 
-    def _make_round(self, indices, prompts, features, predicted, uncertainty, selection, warmup, timings) -> _Round:
-        keys = np.array([prompt_key(p) for p in prompts], dtype=np.int64)
-        token_counts, embed_seconds, estimate_seconds = timings
-        times_seen = self.depo_history.lookup(keys)["count"]
-        return _Round(keys, indices, token_counts, times_seen, features, predicted, uncertainty, selection, warmup,
-                      embed_seconds, estimate_seconds)
-
-    def _rounds_since_rolled_out(self, keys: np.ndarray) -> np.ndarray:
-        """Rounds since each prompt was last rolled out; NaN for never (such prompts are not 'overdue')."""
-        seen = self.depo_history.lookup(keys)
-        return np.where(seen["seen"] > 0, seen["rounds_since"], np.nan)
-
-    def _in_band(self, predicted: np.ndarray) -> np.ndarray:
-        return (predicted >= self.args.depo_band_low) & (predicted <= self.args.depo_band_high)
-
-    def _select(self, predicted, uncertainty, rounds_since, n_select: int) -> Selection:
-        if self.accelerator.is_main_process:
-            if np.isfinite(predicted).all():
-                selection = select(
-                    self.args.depo_selection,
-                    predicted,
-                    n_select,
-                    self.num_generations,
-                    self.depo_rng,
-                    uncertainty=uncertainty,
-                    low=self.args.depo_band_low,
-                    high=self.args.depo_band_high,
-                    exploration=self.args.depo_exploration,
-                    rounds_since=rounds_since,
-                    revisit_after=self.args.depo_revisit_after,
-                )
-            else:  # the estimator failed this round: roll out a uniform random subset, like GRPO
-                chosen = self.depo_rng.choice(len(predicted), size=n_select, replace=False)
-                selection = Selection(chosen, ["uniform"] * n_select, np.zeros(len(predicted), dtype=bool))
-        else:
-            selection = None  # only rank 0 draws from depo_rng; its state is the one checkpointed
-        payload = [selection]
+    def _select(self, scores: Scores, n_select: int) -> Selection:
+        """Rank 0 picks (only it draws from the selection RNG, whose state is the one checkpointed); the pick is
+        broadcast so every rank rolls out the same prompts."""
+        payload = [self.depo_selector.select(scores, n_select) if self.accelerator.is_main_process else None]
         if self.accelerator.num_processes > 1:
             broadcast_object_list(payload, from_process=0)
         return payload[0]
 
-    def _features(self, prompts: list, metadata: dict | None = None) -> tuple[np.ndarray, CandidateBatch, float]:
-        """Feature matrix of ``prompts`` (all ranks take part: embedding is sharded and gathered)."""
-        t0 = time.perf_counter()
-        batch = self._candidate_batch(prompts, metadata)
-        embed_seconds = time.perf_counter() - t0
-        return self.depo_featurizer.transform(batch, self.depo_history), batch, embed_seconds
-
-    def _score(self, prompts: list, metadata: dict | None = None):
-        """Features, predicted pass rate and its uncertainty (or None) per prompt, and timings.
-
-        Predictions are NaN when the estimator fails; uncertainty is None when it has none (or fails).
-        """
-        features, batch, embed_seconds = self._features(prompts, metadata)
-        t1 = time.perf_counter()
-        uncertainty = None
-        try:
-            predicted = np.asarray(self.depo_estimator.predict_pass_rate(features, keys=batch.keys), dtype=np.float64)
-            if predicted.shape != (len(prompts),) or not np.isfinite(predicted).all():
-                raise ValueError(f"predicted pass rates are not {len(prompts)} finite numbers")
-            predicted = np.clip(predicted, 0.0, 1.0)
-            uncertainty = self._uncertainty(features, batch.keys)
-        except Exception as exc:  # a failing estimator never stops training
-            self._estimator_failed("predict", exc)
-            predicted = np.full(len(prompts), np.nan)
-        return features, predicted, uncertainty, (batch.token_counts, embed_seconds, time.perf_counter() - t1)
-
-    def _uncertainty(self, features: np.ndarray, keys: np.ndarray) -> np.ndarray | None:
-        predict = getattr(self.depo_estimator, "predict_uncertainty", None)
-        values = None if predict is None else predict(features, keys=keys)
-        if values is None:
-            return None
-        values = np.asarray(values, dtype=np.float64)
-        return values if values.shape == keys.shape and np.isfinite(values).all() and (values >= 0).all() else None
-
-    def _candidate_batch(self, prompts: list, metadata: dict | None = None) -> CandidateBatch:
+    def _render(self, prompts: list) -> tuple[list[str], list[list[int]], Any]:
+        """Prompts as the model sees them (chat template applied), their token ids, and the tokenizer."""
         tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
         texts = [maybe_apply_chat_template({"prompt": p}, tokenizer)["prompt"] for p in prompts]
         token_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return texts, token_ids, tokenizer
+
+    def _features(self, prompts: list, metadata: dict | None = None) -> np.ndarray:
+        """The estimator's inputs for ``prompts`` (all ranks take part: embedding is sharded and gathered)."""
+        texts, token_ids, embeddings, _ = self._prepare(prompts)
         keys = np.array([prompt_key(p) for p in prompts], dtype=np.int64)
-        batch = CandidateBatch(keys=keys, texts=texts, token_counts=np.array([len(t) for t in token_ids]),
-                               metadata=metadata or None)
-        if self.depo_featurizer.needs_embedding:
+        return self.depo_selector.featurize(texts, keys=keys, token_counts=[len(t) for t in token_ids],
+                                            embeddings=embeddings, metadata=metadata)
+
+    def _prepare(self, prompts: list):
+        t0 = time.perf_counter()
+        texts, token_ids, tokenizer = self._render(prompts)
+        keys = np.array([prompt_key(p) for p in prompts], dtype=np.int64)
+        embeddings = None
+        if self.depo_selector.needs_embedding:
             limit = self.args.depo_embedding_max_length
-            batch.embeddings = self._cached_embeddings(keys, [ids[-limit:] for ids in token_ids], tokenizer.pad_token_id)
-        return batch
+            embeddings = self._cached_embeddings(keys, [ids[-limit:] for ids in token_ids], tokenizer.pad_token_id)
+        return texts, token_ids, embeddings, time.perf_counter() - t0
+
+    def _score(self, prompts: list, metadata: dict | None = None) -> tuple[Scores, float]:
+        """The engine's scores of ``prompts`` (history is keyed by the raw prompt) and the embedding time."""
+        texts, token_ids, embeddings, embed_seconds = self._prepare(prompts)
+        keys = np.array([prompt_key(p) for p in prompts], dtype=np.int64)
+        scores = self.depo_selector.score(texts, keys=keys, token_counts=np.array([len(t) for t in token_ids]),
+                                          embeddings=embeddings, metadata=metadata or None)
+        return scores, embed_seconds
 
     def _cached_embeddings(self, keys: np.ndarray, token_ids: list[list[int]], pad_token_id: int) -> np.ndarray:
         """Embeddings of the prompts, re-embedding only those whose cached entry is too old (the same set on
@@ -408,18 +364,6 @@ class DEPOTrainer(GRPOTrainer):
                 return unwrapped.disable_adapter()
         return contextlib.nullcontext()
 
-    def _estimator_failed(self, what: str, exc: Exception) -> None:
-        self.depo_stats.estimator_failures += 1
-        if what not in self._depo_warned:
-            self._depo_warned.add(what)
-            warnings.warn(
-                f"DEPO estimator {type(self.depo_estimator).__name__} failed to {what} ({exc!r}); this round "
-                f"{'falls back to uniform selection' if what == 'predict' else 'teaches it nothing'}. Training goes "
-                "on; failures are counted in depo/estimator_failures. Further failures are not warned about.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-
     # ------------------------------------------------------------------ learning and metrics
     def _group_outcomes(self, rewards: torch.Tensor | None, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
         """Passes and scorable completions per rolled-out group, from the gathered (N, n_funcs) rewards."""
@@ -438,15 +382,8 @@ class DEPOTrainer(GRPOTrainer):
     def _learn_from_round(self, plan: _Round, rewards: torch.Tensor | None) -> None:
         chosen = plan.selection.indices
         passes, trials = self._group_outcomes(rewards, len(chosen))
-        keys, features = plan.keys[chosen], plan.features[chosen]
-        t0 = time.perf_counter()
-        try:
-            self.depo_estimator.partial_fit(features, passes, trials, keys=keys)
-        except Exception as exc:
-            self._estimator_failed("learn", exc)
-        self.depo_history.update(keys, passes, trials)
-        plan.estimate_seconds += time.perf_counter() - t0
-        self._log_round(plan, passes, trials)
+        outcome = self.depo_selector.observe(plan.scores, chosen, passes, trials, in_band=plan.selection.in_band)
+        self._log_round(plan, outcome)
         if self.args.depo_audit_log and self.accelerator.is_main_process:
             self._audit_round(plan, passes, trials)
 
@@ -466,35 +403,17 @@ class DEPOTrainer(GRPOTrainer):
             "rolled_out": [int(i) for i in plan.selection.indices],  # candidate positions, in rollout order
             "dataset_index": None if indices is None else [int(i) for i in indices],
             "prompt_key": [int(k) for k in plan.keys],
-            "tokens": [int(t) for t in plan.token_counts],
-            "times_seen": [int(c) for c in plan.times_seen],
+            "tokens": [int(t) for t in plan.scores.token_counts],
+            "times_seen": [int(c) for c in plan.scores.times_seen],
             "predicted": finite_or_none(plan.predicted),
             "decision": decision,
             "passes": observed_passes,
             "trials": observed_trials,
         })
 
-    def _log_round(self, plan: _Round, passes: np.ndarray, trials: np.ndarray) -> None:
-        chosen, group = plan.selection.indices, self.num_generations
-        n_candidates, n_chosen = len(plan.keys), len(chosen)
-        labelled = trials > 0
-        observed = np.where(labelled, passes / np.maximum(trials, 1), np.nan)
-        useful = labelled & (passes > 0) & (passes < trials)
-
-        stats = self.depo_stats
-        stats.rounds += 1
-        stats.candidates_scored += n_candidates
-        stats.prompts_rolled_out += n_chosen
-        stats.prompts_skipped += n_candidates - n_chosen
-        stats.completions_generated += n_chosen * group
-        stats.useful_groups += int(useful.sum())
-        stats.labelled_groups += int(labelled.sum())
-        skipped = np.setdiff1d(np.arange(n_candidates), chosen)
-        predicted_skipped = plan.predicted[skipped]
-        stats.skipped_by_reason["too_easy"] += int((predicted_skipped > self.args.depo_band_high).sum())
-        stats.skipped_by_reason["too_hard"] += int((predicted_skipped < self.args.depo_band_low).sum())
-        stats.skipped_by_reason["in_band_not_needed"] += int(plan.selection.in_band[skipped].sum())
-
+    def _log_round(self, plan: _Round, outcome: RoundOutcome) -> None:
+        chosen = plan.selection.indices
+        n_candidates, n_chosen = len(plan.scores), len(chosen)
         m = _trl_compat.metrics(self)["train"]
         m["depo/warmup"].append(float(plan.warmup))
         m["depo/candidates_scored"].append(float(n_candidates))
@@ -504,13 +423,14 @@ class DEPOTrainer(GRPOTrainer):
         m["depo/explored_share"].append(plan.selection.n_explored / n_chosen)
         m["depo/filled_share"].append(plan.selection.n_filled / n_chosen)
         m["depo/embed_seconds"].append(plan.embed_seconds)
-        m["depo/estimator_seconds"].append(plan.estimate_seconds)
-        m["depo/estimator_failures"].append(float(stats.estimator_failures))
+        m["depo/estimator_seconds"].append(plan.scores.seconds + outcome.seconds)
+        m["depo/estimator_failures"].append(float(self.depo_stats.estimator_failures))
+        labelled = outcome.labelled
         if labelled.any():
-            predicted = plan.predicted[chosen][labelled]
-            observed = observed[labelled]
+            predicted = outcome.predicted[labelled]
+            observed = outcome.observed[labelled]
             m["depo/observed_pass_rate"].append(float(observed.mean()))
-            m["depo/useful_group_share"].append(float(useful[labelled].mean()))
+            m["depo/useful_group_share"].append(float(outcome.useful[labelled].mean()))
             if np.isfinite(predicted).all():
                 m["depo/predicted_pass_rate"].append(float(predicted.mean()))
                 # Brier score of the per-completion prediction: mean over groups of mean_j (p - y_j)^2.
@@ -520,29 +440,15 @@ class DEPOTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ state and checkpoints
     def depo_state_dict(self) -> dict[str, Any]:
-        return {
-            "format": 1,
-            "estimator_class": type(self.depo_estimator).__name__,
-            "estimator": self.depo_estimator.state_dict(),
-            "history": self.depo_history.state_dict(),
-            "candidates": self.depo_candidates.state_dict(),
-            "rng": self.depo_rng.bit_generator.state,
-            "stats": self.depo_stats.state_dict(),
-            "warm_started": bool(self.depo_warm_started),
-        }
+        """The engine's state (estimator, history, selection RNG, totals) plus the candidate walk."""
+        state = self.depo_selector.state_dict()
+        state["candidates"] = self.depo_candidates.state_dict()
+        state["warm_started"] = bool(self.depo_warm_started)
+        return state
 
     def load_depo_state_dict(self, state: dict[str, Any]) -> None:
-        saved, current = state["estimator_class"], type(self.depo_estimator).__name__
-        if saved != current:
-            raise ValueError(
-                f"The checkpoint's DEPO state was made by estimator {saved}, but this run uses {current}. "
-                "Resume with the same depo_estimator, or start a new run."
-            )
-        self.depo_estimator.load_state_dict(state["estimator"])
-        self.depo_history.load_state_dict(state["history"])
+        self.depo_selector.load_state_dict(state)
         self.depo_candidates.load_state_dict(state["candidates"])
-        self.depo_rng.bit_generator.state = state["rng"]
-        self.depo_stats.load_state_dict(state["stats"])
         self.depo_warm_started = bool(state.get("warm_started", True))
 
     def _save_checkpoint(self, model, trial):
@@ -567,18 +473,6 @@ class DEPOTrainer(GRPOTrainer):
     # ------------------------------------------------------------------ summary
     def depo_summary(self) -> str:
         """A short human-readable account of what DEPO skipped and what it saved."""
-        s = self.depo_stats
-        if s.rounds == 0:
+        if self.depo_stats.rounds == 0:
             return "DEPO: no training rounds yet."
-        lines = [
-            f"DEPO: {s.rounds} rounds, {s.candidates_scored} candidate prompts scored, "
-            f"{s.prompts_rolled_out} rolled out, {s.prompts_skipped} skipped.",
-            "  skipped as predicted too easy: {too_easy}, too hard: {too_hard}, in band but not needed: "
-            "{in_band_not_needed}".format(**{k: s.skipped_by_reason.get(k, 0) for k in
-                                             ("too_easy", "too_hard", "in_band_not_needed")}),
-            f"  useful groups (0 < passes < G): {s.useful_groups}/{s.labelled_groups} "
-            f"({s.useful_groups / max(s.labelled_groups, 1):.1%}) for {s.completions_generated} completions",
-        ]
-        if s.estimator_failures:
-            lines.append(f"  estimator failures (fell back to uniform): {s.estimator_failures}")
-        return "\n".join(lines)
+        return self.depo_selector.summary()

@@ -42,7 +42,8 @@ import numpy as np
 
 REASON_BAND, REASON_EXPLORE, REASON_FILL = "band", "explore", "fill"
 REASON_RANK, REASON_REVISIT = "rank", "revisit"
-REASONS = (REASON_BAND, REASON_EXPLORE, REASON_FILL, REASON_RANK, REASON_REVISIT)
+REASON_UNIFORM = "uniform"  # the estimator failed: a uniform pick
+REASONS = (REASON_BAND, REASON_EXPLORE, REASON_FILL, REASON_RANK, REASON_REVISIT, REASON_UNIFORM)
 
 
 def expected_usefulness(p: np.ndarray, group_size: int) -> np.ndarray:

@@ -9,6 +9,11 @@ from depo_trl import DEPOTrainer
 from depo_trl.tasks import ControlledReward, controlled_dataset, letters_dataset, letters_reward
 
 
+def _features_and_predictions(trainer, prompts):
+    scores = trainer._score(prompts)[0]
+    return scores.features, scores.predicted
+
+
 def _metric(trainer, name):
     return [h[name] for h in trainer.state.log_history if name in h]
 
@@ -110,11 +115,11 @@ def test_save_and_resume_restores_predictions(tokenizer, config_factory):
             self.tag, self.trainer = tag, None
 
         def on_train_begin(self, args, state, control, **kwargs):
-            seen.setdefault(f"{self.tag}-begin", self.trainer._score(probe)[:2])
+            seen.setdefault(f"{self.tag}-begin", _features_and_predictions(self.trainer, probe))
 
         def on_save(self, args, state, control, **kwargs):
             if state.global_step == 2:
-                seen[f"{self.tag}-saved"] = self.trainer._score(probe)[:2]
+                seen[f"{self.tag}-saved"] = _features_and_predictions(self.trainer, probe)
 
     first_cb = ScoreAtStep("first")
     first = DEPOTrainer(model=build_model(tokenizer), reward_funcs=letters_reward, args=args,

@@ -40,8 +40,8 @@ def test_metadata_and_text_features(tokenizer, config_factory):
                           depo_feature_options={"text": {"dim": 32}, "metadata": {"columns": ["set_size"]}})
     trainer = _trainer(tokenizer, args)
     trainer.train()
-    assert trainer.depo_estimator.n_features_in_ == 6 + 32 + trainer.depo_featurizer.groups[2].transform(
-        trainer._candidate_batch([letters_dataset(2)[0]["prompt"]], {"set_size": [3]})).shape[1]
+    width = trainer._features([letters_dataset(2)[0]["prompt"]], {"set_size": [3]}).shape[1]
+    assert trainer.depo_estimator.n_features_in_ == width > 6 + 32  # length + text + a metadata block
     with pytest.raises(ValueError, match=r"reads columns \['level'\].*lacks"):
         _trainer(tokenizer, config_factory(depo_features=["metadata"],
                                            depo_feature_options={"metadata": {"columns": ["level"]}}))
@@ -64,7 +64,7 @@ def test_warm_start_from_a_pass_rate_file(tokenizer, config_factory, tmp_path):
     assert trainer.depo_estimator.n_updates_ == 2  # the warm start, then the first round
     easy = [r["prompt"] for r in rows if r["set_size"] >= 80][:4]
     hard = [r["prompt"] for r in rows if r["set_size"] <= 2][:4]
-    _, predicted, _, _ = trainer._score(easy + hard)
+    predicted = trainer._score(easy + hard)[0].predicted
     assert predicted[:4].mean() > predicted[4:].mean() + 0.3
     with pytest.raises(ValueError, match="depo_warm_start_path .* does not exist"):
         config_factory(depo_warm_start_path=str(tmp_path / "nope.jsonl"))
@@ -99,9 +99,9 @@ def test_embedding_with_the_adapter_off_does_not_drift(tokenizer, config_factory
     for adapter in ("on", "off"):
         args = config_factory(max_steps=3, depo_warmup_steps=1, learning_rate=5e-2, depo_embedding_adapter=adapter)
         trainer = _trainer(tokenizer, args, peft_config=lora)
-        before = trainer._candidate_batch(probe).embeddings
+        before = trainer._prepare(probe)[2]
         trainer.train()
-        embeddings[adapter] = (before, trainer._candidate_batch(probe).embeddings)
+        embeddings[adapter] = (before, trainer._prepare(probe)[2])
     np.testing.assert_allclose(*embeddings["off"], atol=1e-6)  # the frozen base model's view
     assert not np.allclose(*embeddings["on"], atol=1e-4)  # the trained policy's view moved
 
