@@ -67,7 +67,17 @@ def tokenize_prompts(trainer, prompts: list, environments: list | None = None) -
     uses_environments = getattr(trainer, "environment_factories", None) is not None
     saved = getattr(trainer, "_batch_environments", None)
     if uses_environments:
-        trainer._batch_environments = list(environments) if environments is not None else [None] * len(prompts)
+        if getattr(trainer, "_multi_environment", False):  # the row's `environment` names its factory
+            names = list(environments) if environments is not None else [None] * len(prompts)
+            unknown = sorted({repr(n) for n in names if n not in trainer.environment_factories})
+            if unknown:  # TRL's own check, which the round would reach only after DEPO rendered the prompts
+                raise ValueError(
+                    f"Example has `environment={unknown[0]}`, which is not among the environments passed to "
+                    f"`environment_factory`. Expected one of: {list(trainer.environment_factories)}."
+                )
+        else:
+            names = [None] * len(prompts)
+        trainer._batch_environments = names
     try:
         prompt_ids, _, _ = trainer._tokenize_prompts(prompts)
     finally:

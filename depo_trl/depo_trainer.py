@@ -426,7 +426,8 @@ class DEPOTrainer(GRPOTrainer):
             global_prompts = gather_object([self._candidate_prompt(x) for x in inputs])
             prompts = global_prompts[::group]
             metadata = {c: gather_object([x[c] for x in inputs])[::group] for c in self.depo_featurizer.metadata_columns}
-            scores, embed_seconds = self._score(prompts, metadata)
+            environments = gather_object([x.get("environment") for x in inputs])[::group]
+            scores, embed_seconds = self._score(prompts, metadata, environments)
             low, high = self.depo_selector.band
             in_band = (scores.predicted >= low) & (scores.predicted <= high)
             keep_all = Selection(indices=np.arange(len(prompts)), reasons=[REASON_BAND] * len(prompts), in_band=in_band)
@@ -436,7 +437,7 @@ class DEPOTrainer(GRPOTrainer):
         indices, rows = self.depo_candidates.draw(self.train_dataset, self.depo_pool_size)
         prompts = [self._candidate_prompt(row) for row in rows]
         metadata = {c: [row[c] for row in rows] for c in self.depo_featurizer.metadata_columns}
-        scores, embed_seconds = self._score(prompts, metadata)
+        scores, embed_seconds = self._score(prompts, metadata, [row.get("environment") for row in rows])
         selection = self._select(scores, n_select)
         plan = _Round(scores, indices, selection, False, embed_seconds)
 
@@ -456,25 +457,26 @@ class DEPOTrainer(GRPOTrainer):
             broadcast_object_list(payload, from_process=0)
         return payload[0]
 
-    def _render(self, prompts: list) -> tuple[list[str], list[list[int]], Any]:
+    def _render(self, prompts: list, environments: list | None = None) -> tuple[list[str], list[list[int]], Any]:
         """Prompts as the model sees them, their token ids, and the tokenizer. Rendered by TRL's own generation
-        path, so tools, chat_template, chat_template_kwargs and special tokens match what the policy will see; the
-        text features read the same rendering back."""
+        path, so tools, chat_template, chat_template_kwargs and special tokens match what the policy will see (with
+        several TRL environments, each prompt with its own environment's tools); the text features read the same
+        rendering back."""
         tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
-        token_ids = _trl_compat.tokenize_prompts(self, prompts)
+        token_ids = _trl_compat.tokenize_prompts(self, prompts, environments)
         texts = tokenizer.batch_decode(token_ids, skip_special_tokens=False)
         return texts, token_ids, tokenizer
 
-    def _features(self, prompts: list, metadata: dict | None = None) -> np.ndarray:
+    def _features(self, prompts: list, metadata: dict | None = None, environments: list | None = None) -> np.ndarray:
         """The estimator's inputs for ``prompts`` (all ranks take part: embedding is sharded and gathered)."""
-        texts, token_ids, embeddings, _ = self._prepare(prompts)
+        texts, token_ids, embeddings, _ = self._prepare(prompts, environments)
         keys = np.array([prompt_key(p) for p in prompts], dtype=np.int64)
         return self.depo_selector.featurize(texts, keys=keys, token_counts=[len(t) for t in token_ids],
                                             embeddings=embeddings, metadata=metadata)
 
-    def _prepare(self, prompts: list):
+    def _prepare(self, prompts: list, environments: list | None = None):
         t0 = time.perf_counter()
-        texts, token_ids, tokenizer = self._render(prompts)
+        texts, token_ids, tokenizer = self._render(prompts, environments)
         keys = np.array([prompt_key(p) for p in prompts], dtype=np.int64)
         embeddings = None
         if self.depo_selector.needs_embedding:
@@ -482,9 +484,10 @@ class DEPOTrainer(GRPOTrainer):
             embeddings = self._cached_embeddings(keys, [ids[-limit:] for ids in token_ids], tokenizer.pad_token_id)
         return texts, token_ids, embeddings, time.perf_counter() - t0
 
-    def _score(self, prompts: list, metadata: dict | None = None) -> tuple[Scores, float]:
+    def _score(self, prompts: list, metadata: dict | None = None, environments: list | None = None
+               ) -> tuple[Scores, float]:
         """The engine's scores of ``prompts`` (history is keyed by the raw prompt) and the embedding time."""
-        texts, token_ids, embeddings, embed_seconds = self._prepare(prompts)
+        texts, token_ids, embeddings, embed_seconds = self._prepare(prompts, environments)
         keys = np.array([prompt_key(p) for p in prompts], dtype=np.int64)
         scores = self.depo_selector.score(texts, keys=keys, token_counts=np.array([len(t) for t in token_ids]),
                                           embeddings=embeddings, metadata=metadata or None)

@@ -422,7 +422,7 @@ def test_reward_func_sees_trainer_state_and_logs_extra(tokenizer, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- data and masking
-@depo_xfail("issue 10 item 2: filtered rows carry every dataset column although remove_unused_columns=True")
+@BOTH
 def test_remove_unused_columns_gives_rewards_the_columns_trl_would(kind, tokenizer, tmp_path):
     """With remove_unused_columns=True, TRL's dataloader keeps only the prompt (and image) columns; filtered rows
     must reach the rewards with exactly those columns too."""
@@ -451,7 +451,7 @@ def _rollout_func(trainer_group):
     return rollout_func
 
 
-@depo_xfail("issue 10 item 1: the G rows of a group are one dict, so rollout_func fields of the last completion win")
+@BOTH
 def test_rollout_func_extra_fields_reach_each_completion(kind, tokenizer, tmp_path):
     seen_scores = []
 
