@@ -300,7 +300,8 @@ def test_train_multiple_reward_funcs_with_weights(kind, tokenizer, tmp_path, rec
     if kind == "depo":  # one warning names the choice, the threshold and the fix, at the user's line
         choice = [w for w in recwarn.list if "decides a pass" in str(w.message)]
         assert len(choice) == 1 and choice[0].filename == __file__
-        assert "'letters_with_variety'" in str(choice[0].message) and "depo_pass_threshold=0.5" in str(choice[0].message)
+        message = str(choice[0].message)
+        assert "'letters_with_variety'" in message and "depo_pass_threshold=0.5" in message
         assert trainer.depo_pass_order == [0, 1]
     train_and_check(trainer)
     log = trainer.state.log_history[-2]
@@ -363,8 +364,10 @@ def test_explicit_pass_reward_list_and_a_warning_when_none_applies(tokenizer, tm
 
     trainer = build("depo", tokenizer, tmp_path, reward_funcs=[letters_task, upper_task],
                     dataset=Dataset.from_list(rows), depo_pass_reward="letters_task")
-    with pytest.warns(RuntimeWarning, match=r"got None from every pass reward \['letters_task'\].*depo_pass_reward"):
+    expected = r"got None from every pass reward \['letters_task'\].*depo_pass_reward"
+    with pytest.warns(RuntimeWarning, match=expected) as caught:
         trainer.train()
+    assert [w.filename for w in caught if "every pass reward" in str(w.message)] == [__file__]  # the train() line
     unlabelled = [d for d in _decisions(trainer) for p in d["rolled_out"] if d["trials"][p] == 0]
     assert unlabelled  # the 'upper' prompts: the user named only letters_task
     _check_depo_rounds(trainer, expect_labels=False)
@@ -793,10 +796,11 @@ def test_environment_errors_are_trls(kind, tool_tokenizer, tmp_path):
             environment_factory={"a": CounterEnvironment, "b": CounterEnvironment})
     unknown = Dataset.from_list([{"prompt": [{"role": "user", "content": f"q{i}"}], "environment": "unknown"}
                                  for i in range(8)])
-    trainer = cls(model=model, reward_funcs=reward_len, args=args(max_steps=1, per_device_train_batch_size=4,
-                                                                   num_generations=2, **({} if kind == "grpo" else FILTER_NOW)),
-                  train_dataset=unknown, processing_class=tool_tokenizer,
-                  environment_factory={"counter": CounterEnvironment})
+    small = dict(max_steps=1, per_device_train_batch_size=4, num_generations=2)
+    if kind == "depo":
+        small.update(FILTER_NOW)
+    trainer = cls(model=model, reward_funcs=reward_len, args=args(**small), train_dataset=unknown,
+                  processing_class=tool_tokenizer, environment_factory={"counter": CounterEnvironment})
     with pytest.raises(ValueError, match="not among the environments"):
         trainer.train()
 
