@@ -66,8 +66,11 @@ class DEPOConfig(GRPOConfig):
         depo_warm_start_max_prompts (`int`, *optional*, defaults to `4096`):
             Most rows read from `depo_warm_start_path`.
         depo_pass_reward (`str`, *optional*):
-            Name of the reward function whose value decides whether a completion passes. Defaults to the only
-            reward function; required when there are several.
+            Name of the reward function whose value decides whether a completion passes, or several names separated by
+            commas (a priority list): each prompt is judged by the first of them that scores it (a reward returning
+            `None` for every completion of a prompt does not apply to it). Defaults to every reward function in order:
+            the first decides, the others only judge prompts it returns `None` for (a warning names the choice when
+            there are several).
         depo_pass_threshold (`float`, *optional*, defaults to `0.5`):
             A completion passes when its `depo_pass_reward` value is >= this threshold. The estimator learns from
             this binary pass signal, never from a shaped reward.
@@ -145,7 +148,10 @@ class DEPOConfig(GRPOConfig):
     )
     depo_pass_reward: str | None = field(
         default=None,
-        metadata={"help": "Reward function that decides a pass. Defaults to the only one; required if several."},
+        metadata={
+            "help": "Reward function that decides a pass, or a comma-separated priority list (the first that scores a "
+            "prompt decides). Defaults to every reward function in order, i.e. the first one."
+        },
     )
     depo_pass_threshold: float = field(
         default=0.5, metadata={"help": "A completion passes when its pass reward is >= this value."}

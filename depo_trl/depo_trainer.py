@@ -10,14 +10,17 @@ Each generation round (one call of ``_generate_and_score_completions`` in traini
 3. Predict each candidate's pass rate and pick exactly U; rank 0's pick is broadcast so every rank agrees.
 4. Lay the U prompts out as U x G rows, G contiguous copies each, hand each rank its slice to
    ``GRPOTrainer._generate_and_score_completions`` (generation, rewards, advantages: all TRL's).
-5. Read the gathered rewards TRL computed, count passes per group, and train the estimator and history.
+5. Read the gathered rewards TRL computed, count passes per group, and train the estimator and history. A group's
+   passes come from the first pass reward (``depo_pass_reward``; default: every reward function in order) that
+   scores it: a reward returning None for a whole group does not apply to that prompt.
 
 Featurising, predicting, selecting and learning are the framework-agnostic engine ``depo_trl.engine.PromptSelector``
 (``self.depo_selector``); this class adapts it to TRL: the candidate draw, the policy prefill under the wrapped
 model, gather/broadcast across ranks, the U x G row layout, reward capture, metrics and checkpoints.
 
 During ``depo_warmup_steps`` (or when K = 1) step 1-4 are replaced by GRPO's own batch, untouched: the trainer
-behaves exactly like ``GRPOTrainer`` while the estimator learns. Evaluation is never filtered.
+behaves exactly like ``GRPOTrainer`` while the estimator learns. Evaluation is never filtered. With nothing to choose
+from (a TRL environment owns the data, or the dataset holds no more than U prompts) the whole run is plain GRPO.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from .depo_config import DEPOConfig
 from .embedding import embed_token_ids
 from .engine import PromptSelector, RoundOutcome, Scores, SelectorStats
 from .estimators import PassRateEstimator
+from ._warnings import at_user_code, warn_user
 from .estimators.warm_start import warm_start_from_jsonl
 from .features import EmbeddingCache, Featurizer
 from .history import PromptHistory, prompt_key
@@ -103,11 +107,17 @@ class DEPOTrainer(GRPOTrainer):
                 f"DEPOTrainer needs a DEPOConfig, got {type(args).__name__}. "
                 "Build one with the same fields: DEPOConfig(**your_grpo_args.to_dict()), plus any depo_* fields."
             )
-        train_dataset = kwargs.get("train_dataset", pos[0] if pos else None)
-        self._check_train_dataset(train_dataset, args)
-        super().__init__(model, reward_funcs, args, *pos, **kwargs)
-
-        self.depo_pass_index = self._resolve_pass_reward()
+        environment_owns_data = kwargs.get("train_dataset", pos[0] if pos else None) is None
+        # TRL validates its own arguments first (so a user gets GRPOTrainer's messages); its warnings are re-issued
+        # at the user's line, as GRPOTrainer's would be.
+        with at_user_code():
+            super().__init__(model, reward_funcs, args, *pos, **kwargs)
+        self._depo_warned: set[str] = set()
+        self.depo_pool_size, self.depo_disabled_reason = self._check_train_dataset(environment_owns_data)
+        if self.depo_disabled_reason is not None and args.depo_candidate_multiplier > 1:
+            warn_user(f"DEPO cannot filter this run and trains it as plain GRPO: {self.depo_disabled_reason}")
+        self.depo_pass_order = self._resolve_pass_reward()
+        self.depo_pass_index = self.depo_pass_order[0]
         self.depo_selector = PromptSelector(
             group_size=self.num_generations,
             estimator=estimator if estimator is not None else args.depo_estimator,
@@ -157,24 +167,45 @@ class DEPOTrainer(GRPOTrainer):
         return self.depo_selector.stats
 
     # ------------------------------------------------------------------ set-up checks
-    @staticmethod
-    def _check_train_dataset(dataset, args: DEPOConfig) -> None:
-        if dataset is None:
-            raise ValueError("DEPOTrainer needs a train_dataset: DEPO selects prompts from it.")
+    def _check_train_dataset(self, environment_owns_data: bool) -> tuple[int, str | None]:
+        """Candidate pool size, and why DEPO cannot filter this run (None when it can).
+
+        Runs after ``GRPOTrainer.__init__``, which has already refused what GRPO cannot train. Without a
+        ``train_dataset``, TRL's environment supplies every prompt at ``reset()`` and the dataset is a placeholder of
+        identical empty prompts: there is nothing to select from, so the run is plain GRPO. A dataset smaller than
+        one pool gives a smaller pool (every prompt is a candidate each round); one no larger than a round's U
+        prompts leaves nothing to choose, so the run is plain GRPO too.
+        """
+        dataset, args = self.train_dataset, self.args
+        unique_per_round = args.generation_batch_size // args.num_generations
+        pool = args.depo_candidate_multiplier * unique_per_round
+        if environment_owns_data and self.environment_factories is not None:
+            return pool, (
+                "the environment owns the data (no train_dataset: every prompt comes from reset()), so there are no "
+                "prompts to score before rollout. To let DEPO select, pass a train_dataset whose rows (a 'prompt' "
+                "column, or the columns reset() reads) describe each task."
+            )
         columns = getattr(dataset, "column_names", None)
-        if columns is not None and "prompt" not in columns:
+        if columns is not None and "prompt" not in columns and self.environment_factories is None:
             raise ValueError(
                 f"The train_dataset has no 'prompt' column (columns: {columns}). DEPO scores and rolls out the "
                 "'prompt' column; rename yours, e.g. dataset.rename_column('question', 'prompt')."
             )
-        unique_per_round = args.generation_batch_size // args.num_generations
-        pool = args.depo_candidate_multiplier * unique_per_round
         if _is_map_style(dataset) and len(dataset) < pool:  # a stream is checked when it is read
-            raise ValueError(
-                f"The train_dataset has {len(dataset)} prompts, fewer than one candidate pool of {pool} "
-                f"(depo_candidate_multiplier={args.depo_candidate_multiplier} x {unique_per_round} prompts per "
-                "generation round). Add prompts, or lower depo_candidate_multiplier or the generation batch size."
-            )
+            if len(dataset) <= unique_per_round:
+                return pool, (
+                    f"the train_dataset has {len(dataset)} prompts, no more than the {unique_per_round} that one "
+                    "generation round rolls out, so there is nothing to choose from. Add prompts to filter."
+                )
+            if args.depo_candidate_multiplier > 1:
+                warn_user(
+                    f"The train_dataset has {len(dataset)} prompts, fewer than one candidate pool of {pool} "
+                    f"(depo_candidate_multiplier={args.depo_candidate_multiplier} x {unique_per_round} prompts per "
+                    f"generation round): every round scores all {len(dataset)} and rolls out {unique_per_round}. "
+                    "Add prompts for the full pool, or lower depo_candidate_multiplier to silence this."
+                )
+            pool = len(dataset)
+        return pool, None
 
     def _check_metadata_columns(self) -> None:
         wanted = self.depo_featurizer.metadata_columns
@@ -186,19 +217,43 @@ class DEPOTrainer(GRPOTrainer):
                 f"(columns: {columns}). Fix depo_feature_options['metadata']['columns'] or add the columns."
             )
 
-    def _resolve_pass_reward(self) -> int:
+    def _resolve_pass_reward(self) -> list[int]:
+        """Indices of the reward functions that decide a pass, in priority order (see ``_group_outcomes``).
+
+        ``depo_pass_reward`` unset: every reward function in TRL's order, so the first one decides and the others
+        only score prompts it returns None for (with one warning naming the choice when there are several). Set: the
+        named reward(s) only, in the given order.
+        """
         names = list(self.reward_func_names)
         wanted = self.args.depo_pass_reward
+        threshold = self.args.depo_pass_threshold
         if wanted is None:
-            if len(names) == 1:
-                return 0
+            if len(names) > 1:
+                warn_user(
+                    f"There are {len(names)} reward functions {names}; DEPO decides a pass with the first, "
+                    f"{names[0]!r}: a completion passes when its {names[0]!r} reward is >= depo_pass_threshold="
+                    f"{threshold}. Prompts that {names[0]!r} returns None for are judged by the next reward that "
+                    f"scores them, in the order {names[1:]}. This binary signal only trains DEPO's estimator; the "
+                    "policy still learns from TRL's weighted rewards. To choose, set depo_pass_reward to one of "
+                    f"{names} (or a comma-separated priority list) and depo_pass_threshold."
+                )
+            return list(range(len(names)))
+        requested = [w.strip() for w in wanted.split(",")] if isinstance(wanted, str) else [str(w) for w in wanted]
+        requested = list(dict.fromkeys(w for w in requested if w))
+        unknown = [w for w in requested if w not in names]
+        if unknown or not requested:
             raise ValueError(
-                f"There are {len(names)} reward functions {names}; DEPO needs to know which one decides a pass. "
-                f"Set depo_pass_reward to one of {names}."
+                f"depo_pass_reward={wanted!r} is not a reward function name (unknown: {unknown}). Choose one of "
+                f"{names}, or several separated by commas (the first that scores a prompt decides)."
             )
-        if wanted not in names:
-            raise ValueError(f"depo_pass_reward={wanted!r} is not a reward function name. Choose one of {names}.")
-        return names.index(wanted)
+        return [names.index(w) for w in requested]
+
+    def _candidate_prompt(self, row: dict):
+        """What DEPO scores for a dataset row: its prompt. Under a TRL environment a row may carry no prompt (reset()
+        writes it from the row's other columns, e.g. ``environment``), so the row is described by those columns."""
+        if "prompt" in row:
+            return row["prompt"]
+        return "\n".join(f"{name}: {value}" for name, value in sorted(row.items()))
 
     # ------------------------------------------------------------------ TRL hooks
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -208,7 +263,7 @@ class DEPOTrainer(GRPOTrainer):
         return rewards
 
     def _generate_and_score_completions(self, inputs):
-        if not self.model.training:  # evaluation is never filtered
+        if not self.model.training or self.depo_disabled_reason is not None:  # evaluation is never filtered
             return super()._generate_and_score_completions(inputs)
         if not self.depo_warm_started:
             self._warm_start()
@@ -257,13 +312,17 @@ class DEPOTrainer(GRPOTrainer):
     @property
     def depo_filtering(self) -> bool:
         """Whether this round filters (False during warm-up, or when K = 1)."""
-        return self.args.depo_candidate_multiplier > 1 and self.state.global_step >= self.args.depo_warmup_steps
+        return (
+            self.args.depo_candidate_multiplier > 1
+            and self.depo_disabled_reason is None
+            and self.state.global_step >= self.args.depo_warmup_steps
+        )
 
     def _plan_round(self, inputs: list[dict]) -> tuple[_Round, list[dict]]:
         group = self.num_generations
         if not self.depo_filtering:
             # GRPO's own batch: G contiguous copies per prompt across the ranks' concatenated rows.
-            global_prompts = gather_object([x["prompt"] for x in inputs])
+            global_prompts = gather_object([self._candidate_prompt(x) for x in inputs])
             prompts = global_prompts[::group]
             metadata = {c: gather_object([x[c] for x in inputs])[::group] for c in self.depo_featurizer.metadata_columns}
             scores, embed_seconds = self._score(prompts, metadata)
@@ -273,8 +332,8 @@ class DEPOTrainer(GRPOTrainer):
             return _Round(scores, None, keep_all, True, embed_seconds), inputs
 
         n_select = self.args.generation_batch_size // group
-        indices, rows = self.depo_candidates.draw(self.train_dataset, self.args.depo_candidate_multiplier * n_select)
-        prompts = [row["prompt"] for row in rows]
+        indices, rows = self.depo_candidates.draw(self.train_dataset, self.depo_pool_size)
+        prompts = [self._candidate_prompt(row) for row in rows]
         metadata = {c: [row[c] for row in rows] for c in self.depo_featurizer.metadata_columns}
         scores, embed_seconds = self._score(prompts, metadata)
         selection = self._select(scores, n_select)
@@ -366,18 +425,46 @@ class DEPOTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ learning and metrics
     def _group_outcomes(self, rewards: torch.Tensor | None, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
-        """Passes and scorable completions per rolled-out group, from the gathered (N, n_funcs) rewards."""
+        """Passes and scorable completions per rolled-out group, from the gathered (N, n_funcs) rewards.
+
+        Each group is judged by the first reward in ``depo_pass_order`` that applies to it: a reward returning None
+        (NaN) for every completion of a group does not apply to that prompt (TRL's convention for multi-task
+        rewards, e.g. a math reward on a code prompt), so the next one is asked. The deciding reward is thresholded
+        at ``depo_pass_threshold``. A reward that scores only some completions of a group applies but failed to score
+        the rest; such a group is not a label this round: failures to score are rarely independent of the outcome
+        (timeouts on long answers, parse errors), so its pass count may be biased.
+        """
+        passes, trials = np.zeros(n_groups), np.zeros(n_groups)
         if rewards is None:
-            return np.zeros(n_groups), np.zeros(n_groups)
-        column = rewards[:, self.depo_pass_index].view(n_groups, self.num_generations).numpy()
-        scorable = np.isfinite(column)
-        passes = ((column >= self.args.depo_pass_threshold) & scorable).sum(axis=1).astype(np.float64)
-        trials = scorable.sum(axis=1).astype(np.float64)
-        # A group with any unscorable completion (reward None/NaN) is not a label: failures to score are rarely
-        # independent of the outcome (timeouts on long answers, parse errors), so its pass count may be biased.
-        trials[~scorable.all(axis=1)] = 0.0
-        passes[trials == 0] = 0.0
+            return passes, trials
+        values = rewards.view(n_groups, self.num_generations, -1).numpy()
+        threshold = self.args.depo_pass_threshold
+        no_reward_applies = 0
+        for g in range(n_groups):
+            for index in self.depo_pass_order:
+                column = values[g, :, index]
+                scored = np.isfinite(column)
+                if not scored.any():
+                    continue  # this reward does not apply to this prompt: ask the next one
+                if scored.all():
+                    passes[g], trials[g] = float((column >= threshold).sum()), float(len(column))
+                break
+            else:
+                no_reward_applies += 1
+        if no_reward_applies and len(self.depo_pass_order) < len(self.reward_func_names):
+            self._warn_once(
+                "pass_reward_none",
+                f"{no_reward_applies} of {n_groups} prompts this round got None from every pass reward "
+                f"{[self.reward_func_names[i] for i in self.depo_pass_order]}, so DEPO learned nothing about them. "
+                "Add a reward that scores them to depo_pass_reward (a comma-separated priority list), or leave "
+                "depo_pass_reward unset to fall back to every reward function in order.",
+            )
         return passes, trials
+
+    def _warn_once(self, what: str, message: str) -> None:
+        if what not in self._depo_warned:
+            self._depo_warned.add(what)
+            warn_user(message, RuntimeWarning)
 
     def _learn_from_round(self, plan: _Round, rewards: torch.Tensor | None) -> None:
         chosen = plan.selection.indices
@@ -473,6 +560,8 @@ class DEPOTrainer(GRPOTrainer):
     # ------------------------------------------------------------------ summary
     def depo_summary(self) -> str:
         """A short human-readable account of what DEPO skipped and what it saved."""
+        if self.depo_disabled_reason is not None:
+            return f"DEPO: off, trained as plain GRPO ({self.depo_disabled_reason})"
         if self.depo_stats.rounds == 0:
             return "DEPO: no training rounds yet."
         return self.depo_selector.summary()
