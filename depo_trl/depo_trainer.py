@@ -250,10 +250,11 @@ class DEPOTrainer(GRPOTrainer):
 
     def _candidate_prompt(self, row: dict):
         """What DEPO scores for a dataset row: its prompt. Under a TRL environment a row may carry no prompt (reset()
-        writes it from the row's other columns, e.g. ``environment``), so the row is described by those columns."""
+        writes it from the row's other columns, e.g. ``environment``), so the row is described by those columns, as
+        the user turn TRL would otherwise leave empty."""
         if "prompt" in row:
             return row["prompt"]
-        return "\n".join(f"{name}: {value}" for name, value in sorted(row.items()))
+        return [{"role": "user", "content": "\n".join(f"{name}: {value}" for name, value in sorted(row.items()))}]
 
     # ------------------------------------------------------------------ TRL hooks
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
