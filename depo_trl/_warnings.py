@@ -9,6 +9,7 @@ trainers report the same place; ``warn_user`` does the same for DEPO's own warni
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import sys
 import warnings
@@ -17,6 +18,12 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 _CONTEXTLIB = os.path.abspath(contextlib.__file__)
+# Frameworks between a user's ``trainer.train()`` and a warning DEPO raises mid-run.
+_FRAMEWORK_DIRS = tuple(
+    os.path.dirname(os.path.abspath(spec.origin)) + os.sep
+    for spec in (importlib.util.find_spec(name) for name in ("trl", "transformers", "accelerate", "torch"))
+    if spec is not None and spec.origin
+)
 
 
 def _in_package(filename: str) -> bool:
@@ -33,10 +40,15 @@ def _user_frame():
     return frame
 
 
+def _in_library(filename: str) -> bool:
+    return _in_package(filename) or os.path.abspath(filename).startswith(_FRAMEWORK_DIRS)
+
+
 def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
-    """``warnings.warn`` attributed to the first caller outside depo_trl."""
+    """``warnings.warn`` attributed to the first caller outside depo_trl and the frameworks it runs under (TRL,
+    transformers, accelerate, torch): the user's ``DEPOTrainer(...)`` or ``trainer.train()`` line."""
     frame, level = sys._getframe(0), 1
-    while frame is not None and _in_package(frame.f_code.co_filename):
+    while frame is not None and _in_library(frame.f_code.co_filename):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level if frame is not None else 1)
 

@@ -148,7 +148,7 @@ class IterableCandidateStream:
                 self._iterator = self._open(dataset)
                 continue
             self.consumed += 1
-            key = prompt_key(row["prompt"])
+            key = prompt_key(row["prompt"] if "prompt" in row else row)  # rows without a prompt: a TRL environment
             if key not in keys:
                 keys.add(key)
                 rows.append(row)

@@ -10,14 +10,17 @@ Each generation round (one call of ``_generate_and_score_completions`` in traini
 3. Predict each candidate's pass rate and pick exactly U; rank 0's pick is broadcast so every rank agrees.
 4. Lay the U prompts out as U x G rows, G contiguous copies each, hand each rank its slice to
    ``GRPOTrainer._generate_and_score_completions`` (generation, rewards, advantages: all TRL's).
-5. Read the gathered rewards TRL computed, count passes per group, and train the estimator and history.
+5. Read the gathered rewards TRL computed, count passes per group, and train the estimator and history. A group's
+   passes come from the first pass reward (``depo_pass_reward``; default: every reward function in order) that
+   scores it: a reward returning None for a whole group does not apply to that prompt.
 
 Featurising, predicting, selecting and learning are the framework-agnostic engine ``depo_trl.engine.PromptSelector``
 (``self.depo_selector``); this class adapts it to TRL: the candidate draw, the policy prefill under the wrapped
 model, gather/broadcast across ranks, the U x G row layout, reward capture, metrics and checkpoints.
 
 During ``depo_warmup_steps`` (or when K = 1) step 1-4 are replaced by GRPO's own batch, untouched: the trainer
-behaves exactly like ``GRPOTrainer`` while the estimator learns. Evaluation is never filtered.
+behaves exactly like ``GRPOTrainer`` while the estimator learns. Evaluation is never filtered. With nothing to choose
+from (a TRL environment owns the data, or the dataset holds no more than U prompts) the whole run is plain GRPO.
 """
 
 from __future__ import annotations
@@ -259,10 +262,11 @@ class DEPOTrainer(GRPOTrainer):
 
     def _candidate_prompt(self, row: dict):
         """What DEPO scores for a dataset row: its prompt. Under a TRL environment a row may carry no prompt (reset()
-        writes it from the row's other columns, e.g. ``environment``), so the row is described by those columns."""
+        writes it from the row's other columns, e.g. ``environment``), so the row is described by those columns, as
+        the user turn TRL would otherwise leave empty."""
         if "prompt" in row:
             return row["prompt"]
-        return "\n".join(f"{name}: {value}" for name, value in sorted(row.items()))
+        return [{"role": "user", "content": "\n".join(f"{name}: {value}" for name, value in sorted(row.items()))}]
 
     # ------------------------------------------------------------------ TRL hooks
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):

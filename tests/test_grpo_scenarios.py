@@ -282,6 +282,36 @@ def test_train_with_iterable_dataset(kind, tokenizer, tmp_path):
     train_and_check(trainer)
 
 
+KNOBS = {  # TRL's one-option training tests: each must train, and filter, under DEPO too
+    "pad_to_multiple_of": dict(pad_to_multiple_of=8),
+    "off_policy_mask": dict(off_policy_mask_threshold=0.5),
+    "bias_correction_kl": dict(beta=0.1, use_bias_correction_kl=True),
+    "static_entropy": dict(entropy_coef=0.1),
+    "adaptive_entropy": dict(entropy_coef=0.01, use_adaptive_entropy=True, entropy_target=15.0),
+    "entropy_filter": dict(top_entropy_quantile=0.2),
+    "delta_clipping": dict(delta=2.0),
+    "sequence_importance_sampling": dict(num_iterations=2, importance_sampling_level="sequence", max_steps=4),
+    "cast_lm_head_to_fp32": dict(cast_lm_head_to_fp32=True),
+    "generation_kwargs": dict(generation_kwargs={"top_k": 8}, chat_template_kwargs={"enable_thinking": False}),
+    "num_generations_larger_than_batch": dict(num_generations=6, per_device_train_batch_size=3,
+                                              gradient_accumulation_steps=2),
+}
+
+
+@BOTH_GRPO_SLOW
+@pytest.mark.parametrize("knob", sorted(KNOBS))
+def test_train_with_config_option(kind, knob, tokenizer, tmp_path):
+    config = dict(KNOBS[knob])
+    model = None
+    if config.get("beta"):  # TRL builds the reference model from the policy's path
+        from depo_trl.tiny import build_model
+
+        build_model(tokenizer, seed=0).save_pretrained(tmp_path / "tiny-model")
+        model = str(tmp_path / "tiny-model")
+    train_and_check(build(kind, tokenizer, tmp_path, model=model, **config),
+                    changed="some" if knob == "entropy_filter" else "all")
+
+
 def test_train_with_eval_is_not_filtered(tokenizer, tmp_path):
     trainer = build("depo", tokenizer, tmp_path, eval_strategy="steps", eval_steps=2, per_device_eval_batch_size=8,
                     trainer_kwargs={"eval_dataset": letters_dataset(16, seed=1)})
@@ -300,7 +330,8 @@ def test_train_multiple_reward_funcs_with_weights(kind, tokenizer, tmp_path, rec
     if kind == "depo":  # one warning names the choice, the threshold and the fix, at the user's line
         choice = [w for w in recwarn.list if "decides a pass" in str(w.message)]
         assert len(choice) == 1 and choice[0].filename == __file__
-        assert "'letters_with_variety'" in str(choice[0].message) and "depo_pass_threshold=0.5" in str(choice[0].message)
+        message = str(choice[0].message)
+        assert "'letters_with_variety'" in message and "depo_pass_threshold=0.5" in message
         assert trainer.depo_pass_order == [0, 1]
     train_and_check(trainer)
     log = trainer.state.log_history[-2]
@@ -363,11 +394,40 @@ def test_explicit_pass_reward_list_and_a_warning_when_none_applies(tokenizer, tm
 
     trainer = build("depo", tokenizer, tmp_path, reward_funcs=[letters_task, upper_task],
                     dataset=Dataset.from_list(rows), depo_pass_reward="letters_task")
-    with pytest.warns(RuntimeWarning, match=r"got None from every pass reward \['letters_task'\].*depo_pass_reward"):
+    expected = r"got None from every pass reward \['letters_task'\].*depo_pass_reward"
+    with pytest.warns(RuntimeWarning, match=expected) as caught:
         trainer.train()
+    assert [w.filename for w in caught if "every pass reward" in str(w.message)] == [__file__]  # the train() line
     unlabelled = [d for d in _decisions(trainer) for p in d["rolled_out"] if d["trials"][p] == 0]
     assert unlabelled  # the 'upper' prompts: the user named only letters_task
     _check_depo_rounds(trainer, expect_labels=False)
+
+
+def test_pass_order_rule_per_group(tokenizer, tiny_model, tmp_path):
+    """The rule itself, on hand-made gathered rewards (columns: first, second reward; G = 4)."""
+    def first(completions, **kwargs):
+        return [0.0] * len(completions)
+
+    def second(completions, **kwargs):
+        return [0.0] * len(completions)
+
+    args = make_config(tmp_path, per_device_train_batch_size=8, num_generations=4, **FILTER_NOW)
+    with pytest.warns(UserWarning, match="decides a pass with the first, 'first'"):
+        trainer = DEPOTrainer(model=tiny_model, reward_funcs=[first, second], args=args,
+                              train_dataset=letters_dataset(16), processing_class=tokenizer)
+    nan = float("nan")
+    rewards = torch.tensor([
+        [1, 0], [1, 0], [0, 0], [0.7, 0],  # the first reward scores the group: 3 passes
+        [nan, 1], [nan, 1], [nan, 0], [nan, 1],  # it does not apply: the second decides, 3 passes
+        [1, 1], [nan, 1], [1, 1], [1, 1],  # it applies but failed on one completion: no label
+        [nan, nan], [nan, nan], [nan, nan], [nan, nan],  # nothing applies: no label
+    ], dtype=torch.float32)
+    passes, trials = trainer._group_outcomes(rewards, 4)
+    assert passes.tolist() == [3, 3, 0, 0] and trials.tolist() == [4, 4, 0, 0]
+    trainer.depo_pass_order = [0]  # depo_pass_reward="first": the second reward is never asked
+    with pytest.warns(RuntimeWarning, match=r"2 of 4 prompts this round got None from every pass reward \['first'\]"):
+        passes, trials = trainer._group_outcomes(rewards, 4)
+    assert passes.tolist() == [3, 0, 0, 0] and trials.tolist() == [4, 0, 0, 0]
 
 
 @BOTH_GRPO_SLOW
@@ -793,10 +853,11 @@ def test_environment_errors_are_trls(kind, tool_tokenizer, tmp_path):
             environment_factory={"a": CounterEnvironment, "b": CounterEnvironment})
     unknown = Dataset.from_list([{"prompt": [{"role": "user", "content": f"q{i}"}], "environment": "unknown"}
                                  for i in range(8)])
-    trainer = cls(model=model, reward_funcs=reward_len, args=args(max_steps=1, per_device_train_batch_size=4,
-                                                                   num_generations=2, **({} if kind == "grpo" else FILTER_NOW)),
-                  train_dataset=unknown, processing_class=tool_tokenizer,
-                  environment_factory={"counter": CounterEnvironment})
+    small = dict(max_steps=1, per_device_train_batch_size=4, num_generations=2)
+    if kind == "depo":
+        small.update(FILTER_NOW)
+    trainer = cls(model=model, reward_funcs=reward_len, args=args(**small), train_dataset=unknown,
+                  processing_class=tool_tokenizer, environment_factory={"counter": CounterEnvironment})
     with pytest.raises(ValueError, match="not among the environments"):
         trainer.train()
 
