@@ -41,12 +41,6 @@ BOTH = pytest.mark.parametrize("kind", ["depo", "grpo"])
 BOTH_GRPO_SLOW = pytest.mark.parametrize("kind", ["depo", pytest.param("grpo", marks=pytest.mark.slow)])
 
 
-def depo_xfail(reason: str):
-    """Both trainers, with the DEPO half expected to fail until the named issue-10 fix lands."""
-    return pytest.mark.parametrize("kind", [pytest.param("depo", marks=pytest.mark.xfail(strict=True, reason=reason)),
-                                            "grpo"])
-
-
 # ---------------------------------------------------------------------------------------------- rewards and data
 def _text(completion) -> str:
     return completion[-1]["content"] if isinstance(completion, list) else completion
