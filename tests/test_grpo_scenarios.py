@@ -606,6 +606,14 @@ def test_trl_construction_warnings_point_at_user_code(kind, tokenizer, tiny_mode
             processing_class=tokenizer, rollout_func=_rollout_func(4))
     experimental = [w for w in caught if "'rollout_func', which is an experimental feature" in str(w.message)]
     assert len(experimental) == 1 and experimental[0].filename == __file__
+    # A warning issued before TRL refuses the arguments still reaches the user, at the same line.
+    with patch.dict(os.environ, {"TRL_EXPERIMENTAL_SILENCE": "0"}), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="No reward source provided"):
+            cls(model=tiny_model, args=args, train_dataset=letters_dataset(16), processing_class=tokenizer,
+                rollout_func=_rollout_func(4))
+    experimental = [w for w in caught if "'rollout_func', which is an experimental feature" in str(w.message)]
+    assert len(experimental) == 1 and experimental[0].filename == __file__
 
 
 # ---------------------------------------------------------------------------------------------- tools and environments
