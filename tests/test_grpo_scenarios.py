@@ -41,12 +41,6 @@ BOTH = pytest.mark.parametrize("kind", ["depo", "grpo"])
 BOTH_GRPO_SLOW = pytest.mark.parametrize("kind", ["depo", pytest.param("grpo", marks=pytest.mark.slow)])
 
 
-def depo_xfail(reason: str):
-    """Both trainers, with the DEPO half expected to fail until the named issue-10 fix lands."""
-    return pytest.mark.parametrize("kind", [pytest.param("depo", marks=pytest.mark.xfail(strict=True, reason=reason)),
-                                            "grpo"])
-
-
 # ---------------------------------------------------------------------------------------------- rewards and data
 def _text(completion) -> str:
     return completion[-1]["content"] if isinstance(completion, list) else completion
@@ -610,6 +604,14 @@ def test_trl_construction_warnings_point_at_user_code(kind, tokenizer, tiny_mode
         warnings.simplefilter("always")
         cls(model=tiny_model, reward_funcs=letters_with_variety, args=args, train_dataset=letters_dataset(16),
             processing_class=tokenizer, rollout_func=_rollout_func(4))
+    experimental = [w for w in caught if "'rollout_func', which is an experimental feature" in str(w.message)]
+    assert len(experimental) == 1 and experimental[0].filename == __file__
+    # A warning issued before TRL refuses the arguments still reaches the user, at the same line.
+    with patch.dict(os.environ, {"TRL_EXPERIMENTAL_SILENCE": "0"}), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="No reward source provided"):
+            cls(model=tiny_model, args=args, train_dataset=letters_dataset(16), processing_class=tokenizer,
+                rollout_func=_rollout_func(4))
     experimental = [w for w in caught if "'rollout_func', which is an experimental feature" in str(w.message)]
     assert len(experimental) == 1 and experimental[0].filename == __file__
 
