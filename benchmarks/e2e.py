@@ -129,18 +129,43 @@ def _load_average() -> str:
         return "unknown"
 
 
-def code_fingerprint() -> str:
-    """Hash of the code a run's numbers depend on (the package, the task and the trainers), not of this file."""
+def _hash_files(paths: list[str]) -> str:
     h = hashlib.sha256()
     root = os.path.dirname(HERE)
-    files = [os.path.join(HERE, "e2e_methods.py"), os.path.join(HERE, "e2e_task.py"),
-             os.path.join(HERE, "baselines.py")]
-    for folder, _, names in sorted(os.walk(os.path.join(root, "depo_trl"))):
-        files += [os.path.join(folder, n) for n in sorted(names) if n.endswith(".py")]
-    for path in files:
+    for path in paths:
         with open(path, "rb") as f:
             h.update(os.path.relpath(path, root).encode() + b"\0" + f.read())
     return h.hexdigest()[:16]
+
+
+def _bench_files() -> list[str]:
+    return [os.path.join(HERE, n) for n in ("e2e_methods.py", "e2e_task.py", "baselines.py")]
+
+
+def _package_files() -> list[str]:
+    files = []
+    for folder, _, names in sorted(os.walk(os.path.join(os.path.dirname(HERE), "depo_trl"))):
+        files += [os.path.join(folder, n) for n in sorted(names) if n.endswith(".py")]
+    return files
+
+
+def legacy_code_fingerprint() -> str:
+    """The single hash earlier invocations stored (benchmark trainers + task + the whole package)."""
+    return _hash_files(_bench_files() + _package_files())
+
+
+def code_fingerprint() -> dict:
+    """Hashes of the code a run's numbers depend on: the benchmark's trainers and task (every method) and the
+    package (DEPO methods only, so a change to ``depo_trl`` reruns DEPO runs, not the baselines)."""
+    return {"bench": _hash_files(_bench_files()), "package": _hash_files(_package_files())}
+
+
+def _same_code(saved, current: dict, trainer: str) -> bool:
+    if isinstance(saved, str):  # stored by an earlier invocation: one hash over everything
+        return saved == current.get("legacy")
+    if not isinstance(saved, dict) or saved.get("bench") != current["bench"]:
+        return False
+    return trainer != "DEPO" or saved.get("package") == current["package"]
 
 
 # ------------------------------------------------------------------------------------------------ one run
@@ -316,6 +341,7 @@ def run_benchmark(size: dict, spec, methods: list[str], regimes: list[str], seed
     warm_state = copy.deepcopy(model.state_dict())
     parameters = sum(p.numel() for p in model.parameters())
     fingerprint = code_fingerprint()
+    current_code = dict(fingerprint, legacy=legacy_code_fingerprint())
 
     workdir = tempfile.mkdtemp(prefix="e2e-")
     by_regime: dict[str, list[dict]] = {}
@@ -334,8 +360,15 @@ def run_benchmark(size: dict, spec, methods: list[str], regimes: list[str], seed
                     if not fresh and reward_func is None and os.path.exists(path):
                         with open(path) as f:
                             saved = json.load(f)
-                        if saved.get("key") == json.loads(json.dumps(key)):
+                        saved_key = dict(saved.get("key") or {})
+                        same = _same_code(saved_key.pop("code", None), current_code, method.trainer)
+                        wanted = json.loads(json.dumps({k: v for k, v in key.items() if k != "code"}))
+                        if same and saved_key == wanted:
                             result, reused = saved, reused + 1
+                            if saved["key"]["code"] != fingerprint:  # store the current form of the hashes
+                                saved["key"]["code"] = fingerprint
+                                with open(path, "w") as f:
+                                    json.dump(saved, f, indent=1, default=float)
                     if result is None:
                         result = run_method(method, size, spec, warm_state, train, heldout, seed, workdir,
                                             reward_func=reward_func, log=log)

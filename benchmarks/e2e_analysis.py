@@ -137,7 +137,9 @@ def analyse_regime(runs: list[dict]) -> dict:
         acc = entry["aggregate"]["accuracy_at_grpo_budget"]
         delta = acc["mean"] - grpo_acc["mean"]
         spread = acc["sd"] + grpo_acc["sd"]
-        entry["vs_grpo_at_budget"] = {"delta": delta, "spread": spread, "real": abs(delta) > spread}
+        enough = acc["n"] > 1 and grpo_acc["n"] > 1  # one seed has no spread: nothing can be called real
+        entry["vs_grpo_at_budget"] = {"delta": delta, "spread": spread if enough else None,
+                                      "real": enough and abs(delta) > spread}
     return out
 
 
@@ -156,7 +158,7 @@ def verdicts(regime: str, analysis: dict) -> dict:
         agg, n = entry["aggregate"], len(entry["seeds"])
         vs = entry["vs_grpo_at_budget"]
         if regime == "balanced":
-            out[label] = {"final_accuracy_not_below_grpo_beyond_spread": vs["delta"] >= -vs["spread"]}
+            out[label] = {"final_accuracy_not_below_grpo_beyond_spread": vs["delta"] >= -(vs["spread"] or 0.0)}
         else:
             out[label] = {
                 "half_of_grpo_completions": ratio_met(agg, "grpo_final_completions_vs_grpo", n, 0.5),
@@ -234,8 +236,10 @@ def verdict_lines(regime: str, analysis: dict) -> list[str]:
         head = f"{label}, to grpo_final ({reached}/{n} seeds reached it)" + (": " + ", ".join(parts) if parts else "")
         vs = methods[label]["vs_grpo_at_budget"]
         lines.append(
-            f"{head}; accuracy at GRPO's budget {vs['delta']:+.3f} vs GRPO (spread {vs['spread']:.3f}: "
-            f"{'real' if vs['real'] else 'within the spread'}). Issue targets: "
+            f"{head}; accuracy at GRPO's budget {vs['delta']:+.3f} vs GRPO ("
+            + ("one seed: no spread" if vs["spread"] is None else
+               f"spread {vs['spread']:.3f}: {'real' if vs['real'] else 'within the spread'}")
+            + "). Issue targets: "
             + ", ".join(f"{k} {'MET' if ok else 'NOT MET'}" for k, ok in checks.items()) + "."
         )
     return lines
