@@ -58,8 +58,8 @@ SECTION = "e2e"
 SIZES = {
     "quick": {"n_train": 128, "n_heldout": 42, "prompts_per_step": 8, "group": 8, "steps": 6, "eval_every": 3,
               "eval_samples": 2, "lr": 3e-4, "seeds": [0]},
-    "full": {"n_train": 512, "n_heldout": 140, "prompts_per_step": 16, "group": 8, "steps": 60, "eval_every": 5,
-             "eval_samples": 4, "lr": 3e-4, "seeds": [0, 1, 2]},
+    "full": {"n_train": 512, "n_heldout": 140, "prompts_per_step": 16, "group": 8, "steps": 60, "eval_every": 6,
+             "eval_samples": 3, "lr": 3e-4, "seeds": [0, 1, 2]},
 }
 REGIMES = ("balanced", "hard", "easy")
 
@@ -68,7 +68,9 @@ BEST_DEPO: dict = {}
 # name -> (trainer key in e2e_methods.METHODS, overrides: DEPOConfig/GRPOConfig fields or trainer keyword arguments)
 METHODS: dict[str, tuple[str, dict]] = {
     "GRPO": ("GRPO", {}),
-    "DS": ("DS", {}),
+    # At most 4 generation calls per round (DAPO's max_num_gen_batches), then zero-variance top-up: unbounded
+    # refilling would cost ~11x GRPO's completions per step in the hard regime, more than this machine has.
+    "DS": ("DS", {"max_calls": 4}),
     "GRESO": ("GRESO", {}),
     "MoPPS": ("DEPO", {"depo_estimator": "beta", "depo_features": ["history"], "depo_selection": "thompson",
                        "depo_exploration": 0.0, "depo_warmup_steps": 0}),
@@ -347,10 +349,11 @@ def run_benchmark(size: dict, spec, methods: list[str], regimes: list[str], seed
     by_regime: dict[str, list[dict]] = {}
     reused = 0
     try:
-        for regime in regimes:
-            train, heldout = e2e_task.make_splits(spec, size["n_train"], size["n_heldout"], regime=regime)
-            by_regime[regime] = []
-            for seed in seeds:
+        splits = {r: e2e_task.make_splits(spec, size["n_train"], size["n_heldout"], regime=r) for r in regimes}
+        by_regime = {r: [] for r in regimes}
+        for seed in seeds:  # seed-major: an interrupted invocation leaves whole seeds of every regime behind
+            for regime in regimes:
+                train, heldout = splits[regime]
                 for method in specs:
                     key = {"size": {k: v for k, v in size.items() if k != "seeds"}, "task": asdict(spec),
                            "regime": regime, "seed": seed, "trainer": method.trainer, "overrides": method.overrides,
@@ -466,7 +469,9 @@ def docs_body(payload: dict, png_rel: dict[str, str]) -> str:
         for label, spec in meta["method_specs"].items()
     ) + (". GRPO = `trl.GRPOTrainer`; DS = DAPO dynamic sampling; GRESO = GRESO's skip rule; DEPO = "
          "`depo_trl.DEPOTrainer` (defaults: K = 4 candidates per rollout, band [0.15, 0.85], exploration 0.1, "
-         "features length + history + policy embedding, 10 warm-up steps of plain GRPO). All are narrow overrides "
+         "features length + history + policy embedding, 10 warm-up steps of plain GRPO); DS makes at most `max_calls` "
+         "generation calls per round and then tops the batch up with zero-variance groups (DAPO's "
+         "max_num_gen_batches; every completion counts). All are narrow overrides "
          "of TRL's `_generate_and_score_completions` that call `super()` (`benchmarks/e2e_methods.py`).")
     how = (
         "Reading the tables: mean ± sample sd over seeds. `final acc`: held-out accuracy at the last evaluation "

@@ -188,12 +188,14 @@ def test_analysis_ratios_and_spread():
 def test_quick_benchmark_end_to_end(tmp_path):
     docs = tmp_path / "benchmarks.md"
     docs.write_text("# Benchmarks\n\n<!-- other:start -->\nkeep me\n<!-- other:end -->\n")
-    counts = {}
+    scored = {}  # run label -> completions the reward function scored during that run
     reward = CountingReward()
+    last = [0]
 
     def log(message):  # every run's completions must equal what the reward function scored
         if message.startswith("[") and "completions" in message:
-            counts[message.split("]")[0][1:]] = reward.calls
+            scored[message.split("]")[0][1:]] = reward.calls - last[0]
+            last[0] = reward.calls
 
     spec = e2e_task.TaskSpec(**TINY_SPEC)
     methods = ["GRPO", "DS", "GRESO", "MoPPS", "DEPO", "DEPO-w0=DEPO:depo_warmup_steps=0"]
@@ -206,7 +208,6 @@ def test_quick_benchmark_end_to_end(tmp_path):
     for regime in ("balanced", "hard"):
         assert (tmp_path / "out" / f"e2e_test_{regime}.png").stat().st_size > 0
         assert (tmp_path / "runs" / regime / "DEPO-s1.json").exists()  # per-seed JSON
-    previous = 0
     per_round = TINY_SIZE["prompts_per_step"] * TINY_SIZE["group"]
     for regime in ("balanced", "hard"):
         runs = data["runs"][regime]
@@ -214,8 +215,7 @@ def test_quick_benchmark_end_to_end(tmp_path):
         for r in runs:
             ledger = r["ledger"]
             label = f"{regime} {r['method']} s{r['seed']}"
-            assert ledger["completions"] == counts[label] - previous  # every generated completion is counted
-            previous = counts[label]
+            assert ledger["completions"] == scored[label]  # every generated completion is counted
             assert ledger["completions"] == TINY_SIZE["group"] * ledger["groups"]
             assert ledger["trained_groups"] == TINY_SIZE["steps"] * TINY_SIZE["prompts_per_step"]
             if r["method"] == "DS":
