@@ -424,6 +424,26 @@ def test_pass_order_rule_per_group(tokenizer, tiny_model, tmp_path):
     assert passes.tolist() == [3, 0, 0, 0] and trials.tolist() == [4, 0, 0, 0]
 
 
+def test_a_pass_threshold_that_never_splits_is_warned_about_once(tokenizer, tiny_model, tmp_path):
+    """TRL's length rewards pass everything at the default threshold 0.5: DEPO says so after 5 rounds."""
+    trainer = DEPOTrainer(model=tiny_model, reward_funcs=reward_len, args=make_config(tmp_path, **FILTER_NOW),
+                          train_dataset=letters_dataset(32), processing_class=tokenizer)
+    lengths = torch.arange(16, dtype=torch.float32).view(16, 1) + 1  # G = 4, 4 groups, every reward >= 0.5
+    for _ in range(4):
+        trainer._group_outcomes(lengths, 4)
+    with pytest.warns(RuntimeWarning, match=r"first 5 rounds, all of 80 scored completions passed.*reward_len"):
+        trainer._group_outcomes(lengths, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trainer._group_outcomes(lengths, 4)  # once only
+    mixed = DEPOTrainer(model=tiny_model, reward_funcs=reward_len, args=make_config(tmp_path, **FILTER_NOW),
+                        train_dataset=letters_dataset(32), processing_class=tokenizer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(6):
+            mixed._group_outcomes(lengths - 8, 4)  # some fail: the threshold splits
+
+
 @BOTH_GRPO_SLOW
 @pytest.mark.parametrize("aggregation", ["sum_then_normalize", "normalize_then_sum"])
 def test_reward_metric_reflects_reward_weights(kind, aggregation, tokenizer, tmp_path):
