@@ -26,6 +26,7 @@ from (a TRL environment owns the data, or the dataset holds no more than U promp
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import time
 import warnings
@@ -157,6 +158,8 @@ class DEPOTrainer(GRPOTrainer):
         self.depo_decisions = DecisionLog(args.output_dir, max_bytes=int(args.depo_audit_max_mb * 2**20))
         self._depo_capture = False
         self._depo_rewards: torch.Tensor | None = None
+        self._depo_failures_logged = 0  # estimator failures already reported in depo/estimator_failures
+        self._check_embedding_adapter()
 
     # The engine's parts, under the names the trainer has always exposed.
     @property
@@ -219,6 +222,18 @@ class DEPOTrainer(GRPOTrainer):
                 )
             pool = len(dataset)
         return pool, None
+
+    def _check_embedding_adapter(self) -> None:
+        """``depo_embedding_adapter="off"`` means "embed with the PEFT adapter disabled"; without an adapter it
+        would silently embed with the trained model."""
+        if self.args.depo_embedding_adapter != "off" or not self.depo_selector.needs_embedding:
+            return
+        if not hasattr(self.accelerator.unwrap_model(self.model), "disable_adapter"):
+            raise ValueError(
+                "depo_embedding_adapter='off' embeds with the PEFT adapter disabled, but the model has no PEFT "
+                "adapter, so it would embed with the trained weights. Pass a peft_config (or a PeftModel), or set "
+                "depo_embedding_adapter='on'."
+            )
 
     def _check_metadata_columns(self) -> None:
         wanted = self.depo_featurizer.metadata_columns
@@ -456,11 +471,30 @@ class DEPOTrainer(GRPOTrainer):
 
     def _select(self, scores: Scores, n_select: int) -> Selection:
         """Rank 0 picks (only it draws from the selection RNG, whose state is the one checkpointed); the pick is
-        broadcast so every rank rolls out the same prompts."""
+        broadcast so every rank rolls out the same prompts. Its positions index rank 0's candidate list, so the
+        ranks first check that their lists agree."""
+        if self.accelerator.num_processes > 1:
+            self._check_same_candidates(scores)
         payload = [self.depo_selector.select(scores, n_select) if self.accelerator.is_main_process else None]
         if self.accelerator.num_processes > 1:
             broadcast_object_list(payload, from_process=0)
         return payload[0]
+
+    def _gather_fingerprints(self, fingerprint: str) -> list[str]:
+        return gather_object([fingerprint])
+
+    def _check_same_candidates(self, scores: Scores) -> None:
+        """Every rank draws the same candidates without talking (same seed, same walk); a dataset that differs
+        between ranks (e.g. shuffled per process) would make rank 0's pick roll out other prompts elsewhere and
+        break the G-contiguous layout silently. One cheap digest per rank, compared on every rank, so all fail."""
+        digest = hashlib.blake2b(np.ascontiguousarray(scores.keys, dtype=np.int64).tobytes(), digest_size=8).hexdigest()
+        fingerprints = self._gather_fingerprints(digest)
+        if len(set(fingerprints)) > 1:
+            raise RuntimeError(
+                f"DEPO's ranks drew different candidate prompts this round (fingerprints per rank: {fingerprints}), so "
+                "rank 0's selection cannot be applied. Give every process the same train_dataset in the same order "
+                "(do not shard or shuffle it per process; DEPO and TRL's sampler split the work themselves)."
+            )
 
     def _render(self, prompts: list, environments: list | None = None) -> tuple[list[str], list[list[int]], Any]:
         """Prompts as the model sees them, their token ids, and the tokenizer. Rendered by TRL's own generation
@@ -646,7 +680,11 @@ class DEPOTrainer(GRPOTrainer):
         m["depo/filled_share"].append(plan.selection.n_filled / n_chosen)
         m["depo/embed_seconds"].append(plan.embed_seconds)
         m["depo/estimator_seconds"].append(plan.scores.seconds + outcome.seconds)
-        m["depo/estimator_failures"].append(float(self.depo_stats.estimator_failures))
+        # Failures of this round (TRL averages each metric over the rounds of a logging window: a running total
+        # would be averaged into nonsense); the run's total is depo_stats.estimator_failures.
+        failures = self.depo_stats.estimator_failures
+        m["depo/estimator_failures"].append(float(failures - self._depo_failures_logged))
+        self._depo_failures_logged = failures
         labelled = outcome.labelled
         if labelled.any():
             predicted = outcome.predicted[labelled]
@@ -662,21 +700,33 @@ class DEPOTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ state and checkpoints
     def depo_state_dict(self) -> dict[str, Any]:
-        """The engine's state (estimator, history, selection RNG, totals) plus the candidate walk."""
+        """The engine's state (estimator, history, selection RNG, totals) plus the candidate walk and the embedding
+        cache (with ``depo_embedding_refresh_every > 1`` a resumed run must reuse the embeddings the first run
+        would have reused, or its features, and so its picks, diverge)."""
         state = self.depo_selector.state_dict()
         state["candidates"] = self.depo_candidates.state_dict()
         state["warm_started"] = bool(self.depo_warm_started)
+        state["embedding_cache"] = self.depo_embedding_cache.state_dict()
         return state
 
     def load_depo_state_dict(self, state: dict[str, Any]) -> None:
         self.depo_selector.load_state_dict(state)
         self.depo_candidates.load_state_dict(state["candidates"])
         self.depo_warm_started = bool(state.get("warm_started", True))
+        if self.depo_warm_started:
+            self._depo_warm_start_rows = None
+        if "embedding_cache" in state:
+            self.depo_embedding_cache.load_state_dict(state["embedding_cache"])
+        self._depo_failures_logged = self.depo_stats.estimator_failures
+        if self.args.depo_audit_log and self.accelerator.is_main_process:
+            self.depo_decisions.discard_after(self.depo_stats.rounds)
 
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
+        # DEPO's state goes in first: Trainer._save_checkpoint pushes the folder to the hub (push_to_hub) before it
+        # returns, so state written afterwards would be missing from the uploaded checkpoint.
         if self.args.should_save:
             save_state(self.depo_state_dict(), _trl_compat.checkpoint_dir(self, trial))
+        super()._save_checkpoint(model, trial)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)

@@ -291,3 +291,67 @@ def test_warm_start_prompt_features_match_the_dataset_prompt(tokenizer, config_f
 
     np.testing.assert_array_equal(fitted["keys"], [prompt_key(p) for p in prompts])  # history keys match
     np.testing.assert_allclose(fitted["X"], from_dataset, rtol=1e-9, atol=1e-9)
+
+
+# ---------------------------------------------------------------- 8. the small ones
+def test_prompt_key_of_an_image_prompt_is_its_content():
+    from PIL import Image
+
+    from depo_trl.history import prompt_key
+
+    def chat(image):
+        return [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "What?"}]}]
+
+    same = [Image.new("RGB", (8, 8), (10, 20, 30)) for _ in range(2)]
+    other = Image.new("RGB", (8, 8), (10, 20, 31))
+    assert prompt_key(chat(same[0])) == prompt_key(chat(same[1]))  # was keyed by str(): the object's address
+    assert prompt_key(chat(same[0])) != prompt_key(chat(other))
+    assert prompt_key([{"role": "user", "content": "hi"}]) == prompt_key([{"content": "hi", "role": "user"}])
+
+
+def test_resume_reuses_cached_embeddings_and_does_not_repeat_audit_rounds(tokenizer, config_factory):
+    from depo_trl.audit import read_decisions
+
+    dataset = letters_dataset(32)
+    args = config_factory(max_steps=4, depo_warmup_steps=0, depo_candidate_multiplier=4, learning_rate=5e-2,
+                          depo_embedding_refresh_every=100, save_strategy="steps", save_steps=2)
+    _build(tokenizer, args, dataset=dataset).train()
+    first = {r["round"]: r for r in read_decisions(args.output_dir)}
+    assert sorted(first) == [1, 2, 3, 4]
+    resumed = _build(tokenizer, args, dataset=dataset, seed=1)
+    resumed.train(resume_from_checkpoint=f"{args.output_dir}/checkpoint-2")
+    records = read_decisions(args.output_dir)
+    assert [r["round"] for r in records] == [1, 2, 3, 4]  # was [1, 2, 3, 4, 3, 4]
+    # Round 3 depends only on the checkpointed state: with the embedding cache restored it is decided identically
+    # (rounds 1-2 embedded all 32 prompts; round 3 reuses those embeddings, as the first run did).
+    third = next(r for r in records if r["round"] == 3)
+    assert third["prompt_key"] == first[3]["prompt_key"]
+    np.testing.assert_allclose(third["predicted"], first[3]["predicted"], rtol=1e-9)
+
+
+def test_depo_state_is_in_the_checkpoint_before_it_is_pushed(tokenizer, config_factory):
+    import os
+
+    args = config_factory(max_steps=1, depo_warmup_steps=0)
+    trainer = _build(tokenizer, args)
+    trainer.train()
+    pushed = []
+    trainer._push_from_checkpoint = lambda folder: pushed.append(os.path.exists(os.path.join(folder, "depo_state.json")))
+    trainer.args.push_to_hub = True
+    trainer._save_checkpoint(trainer.model, None)
+    assert pushed == [True]  # was [False]: Trainer pushed before DEPO wrote its state
+
+
+def test_embedding_adapter_off_without_peft_is_refused(tokenizer, config_factory):
+    args = config_factory(max_steps=1, depo_embedding_adapter="off")
+    with pytest.raises(ValueError, match="depo_embedding_adapter='off' embeds with the PEFT adapter disabled, but"):
+        _build(tokenizer, args)
+
+
+def test_ranks_that_drew_different_candidates_fail_loudly(tokenizer, config_factory):
+    trainer = _build(tokenizer, config_factory(max_steps=1, depo_warmup_steps=0))
+    scores, _ = trainer._score([trainer.train_dataset[i]["prompt"] for i in range(4)])
+    trainer._check_same_candidates(scores)  # one rank agrees with itself
+    trainer._gather_fingerprints = lambda mine: [mine, "0123456789abcdef"]  # as if rank 1 drew other prompts
+    with pytest.raises(RuntimeError, match="ranks drew different candidate prompts"):
+        trainer._check_same_candidates(scores)

@@ -190,7 +190,7 @@ def test_a_failing_estimator_never_stops_training(tiny_model, tokenizer, config_
     assert trainer.depo_stats.rounds == 3
     assert trainer.depo_stats.prompts_rolled_out == 12  # every round still rolled out a full batch
     assert trainer.depo_stats.estimator_failures == 6  # 3 predictions + 3 updates
-    assert _metric(trainer, "depo/estimator_failures")[-1] == 6
+    assert _metric(trainer, "depo/estimator_failures") == [2, 2, 2]  # per round (TRL averages over a log window)
     assert len(trainer.depo_history) > 0  # history still learned
 
 
