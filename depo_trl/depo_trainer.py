@@ -138,6 +138,7 @@ class DEPOTrainer(GRPOTrainer):
         with at_user_code():
             super().__init__(model, reward_funcs, args, *pos, **kwargs)
         self._depo_warned: set[str] = set()
+        self._depo_pass_tally = np.zeros(3)  # rounds with labels, passes, trials: to spot a threshold that never splits
         self.depo_pool_size, self.depo_disabled_reason = self._check_train_dataset(environment_owns_data)
         if self.depo_disabled_reason is not None and args.depo_candidate_multiplier > 1:
             warn_user(f"DEPO cannot filter this run and trains it as plain GRPO: {self.depo_disabled_reason}")
@@ -666,6 +667,7 @@ class DEPOTrainer(GRPOTrainer):
                 break
             else:
                 no_reward_applies += 1
+        self._check_pass_signal_splits(passes, trials)
         if no_reward_applies and len(self.depo_pass_order) < len(self.reward_func_names):
             self._warn_once(
                 "pass_reward_none",
@@ -675,6 +677,26 @@ class DEPOTrainer(GRPOTrainer):
                 "depo_pass_reward unset to fall back to every reward function in order.",
             )
         return passes, trials
+
+    def _check_pass_signal_splits(self, passes: np.ndarray, trials: np.ndarray, rounds: int = 5) -> None:
+        """Warn once when, over the first ``rounds`` labelled rounds, every scored completion passed (or every one
+        failed): the threshold does not split this reward (e.g. a shaped length reward at 0.5), so the estimator
+        cannot tell prompts apart. Training goes on; only the warning is added."""
+        if trials.sum() == 0:
+            return
+        self._depo_pass_tally += (1, passes.sum(), trials.sum())
+        n_rounds, n_passed, n_scored = self._depo_pass_tally
+        if n_rounds == rounds and n_passed in (0, n_scored):
+            names = [self.reward_func_names[i] for i in self.depo_pass_order]
+            self._warn_once(
+                "pass_signal_constant",
+                f"In DEPO's first {rounds} rounds, {'all' if n_passed else 'none'} of {int(n_scored)} scored "
+                f"completions passed (pass reward {names[0] if len(names) == 1 else names} >= depo_pass_threshold="
+                f"{self.args.depo_pass_threshold}), so its estimator cannot tell prompts apart yet. If that reward is "
+                "shaped (a length, a score), set depo_pass_threshold to the value that means a correct answer, or "
+                "depo_pass_reward to a 0/1 reward; if it is 0/1, the prompts so far were all too "
+                f"{'easy' if n_passed else 'hard'} for the policy.",
+            )
 
     def _warn_once(self, what: str, message: str) -> None:
         if what not in self._depo_warned:
