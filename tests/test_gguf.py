@@ -184,7 +184,7 @@ def test_train_script_loads_gguf_trains_lora_and_saves(tiny_gguf, tmp_path):
     out = tmp_path / "run"
     parsed = parse_args([
         "--model_name_or_path", str(path), "--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8",
-        "--lora_target_modules", "q_proj", "v_proj",
+        "--lora_target_modules", "q_proj", "v_proj", "--lora_layers_to_transform", "-1",
         "--dataset_name", "depo:letters", "--dataset_max_samples", "64", "--reward_funcs", "letters_reward",
         "--num_generations", "4", "--per_device_train_batch_size", "16", "--max_completion_length", "2",
         "--max_steps", "2", "--depo_warmup_steps", "1", "--learning_rate", "1e-3",
@@ -194,5 +194,7 @@ def test_train_script_loads_gguf_trains_lora_and_saves(tiny_gguf, tmp_path):
     ])
     trainer = main(*parsed)
     assert trainer.state.global_step == 2
+    adapted = {name.split(".layers.")[1].split(".")[0] for name, _ in trainer.model.named_modules() if name.endswith("lora_A")}
+    assert adapted == {"1"}  # -1: only the top layer of two
     assert (out / "adapter_model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     assert (out / "depo_state.json").is_file()

@@ -61,6 +61,10 @@ class DEPOScriptArguments(ScriptArguments):
         torch_num_threads (`int`, *optional*):
             CPU threads for torch (`torch.set_num_threads`). A tiny model on CPU runs several times faster on one
             thread than on several, especially on a busy machine. Unset: torch's default.
+        lora_layers_to_transform (`list[int]`, *optional*):
+            With `use_peft`, put LoRA adapters only on these transformer layers (PEFT's `layers_to_transform`;
+            negative numbers count from the top, -1 is the last layer). Gradients then flow back only to the lowest
+            adapted layer: on a CPU, adapting the top few layers makes the backward pass several times cheaper.
         depo_console (`str`, *optional*, defaults to `"depo"`):
             What the console shows during training. `"depo"`: the progress bar, one compact DEPO line every
             `depo_console_every` steps and a summary table at the end (`depo_trl.console.DEPOConsole`). `"trl"`:
@@ -98,6 +102,10 @@ class DEPOScriptArguments(ScriptArguments):
     )
     torch_num_threads: int | None = field(
         default=None, metadata={"help": "CPU threads for torch; 1 is fastest for tiny models on CPU. Unset: default."}
+    )
+    lora_layers_to_transform: list[int] | None = field(
+        default=None,
+        metadata={"help": "LoRA only on these layers (PEFT layers_to_transform; -1 = last layer). Unset: every layer."},
     )
     depo_console: str = field(
         default="depo",
@@ -146,6 +154,20 @@ def _describe_plan(trainer) -> str:
     )
 
 
+def _layer_indices(layers: list[int], model) -> list[int]:
+    """Layer numbers with negatives counted from the top (-1: last layer), checked against the model's depth."""
+    if isinstance(model, str):
+        from transformers import AutoConfig
+
+        depth = AutoConfig.from_pretrained(model).num_hidden_layers
+    else:
+        depth = model.config.num_hidden_layers
+    resolved = sorted({layer + depth if layer < 0 else layer for layer in layers})
+    if not all(0 <= layer < depth for layer in resolved):
+        raise ValueError(f"lora_layers_to_transform={layers}: the model has {depth} layers (0..{depth - 1}, or -1..-{depth}).")
+    return resolved
+
+
 def main(script_args, training_args, model_args, dataset_args):
     """Build a ``DEPOTrainer`` from parsed arguments, train, save, print the DEPO summary; returns the trainer."""
     import transformers
@@ -173,6 +195,11 @@ def main(script_args, training_args, model_args, dataset_args):
             )
         eval_dataset = dataset[script_args.dataset_test_split]
 
+    peft_config = get_peft_config(model_args)
+    if script_args.lora_layers_to_transform:
+        if peft_config is None:
+            raise ValueError("lora_layers_to_transform needs use_peft: true (it says which layers get LoRA adapters).")
+        peft_config.layers_to_transform = _layer_indices(script_args.lora_layers_to_transform, model)
     trainer = DEPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
@@ -180,7 +207,7 @@ def main(script_args, training_args, model_args, dataset_args):
         train_dataset=dataset[script_args.dataset_train_split],
         eval_dataset=eval_dataset,
         processing_class=processing_class,
-        peft_config=get_peft_config(model_args),
+        peft_config=peft_config,
         quantization_config=get_quantization_config(model_args),
     )
     config = run_config(training_args, model_args, script_args)
