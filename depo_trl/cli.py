@@ -4,6 +4,8 @@
   script ``depo_trl.scripts.depo``; for several processes use
   ``accelerate launch -m depo_trl.scripts.depo --config recipe.yaml``).
 - ``depo-trl report <output_dir>``: text summary and PNG plots of a finished (or checkpointed) run.
+- ``depo-trl route <output_dir> --prompts prompts.jsonl --tau 0.5``: predict each prompt's pass rate under the
+  run's policy with its saved DEPO state, and route it to the small model (>= tau) or a larger one.
 
 Without the console script installed: ``python -m depo_trl.cli ...``.
 """
@@ -18,10 +20,11 @@ USAGE = """usage: depo-trl <command> [options]
 commands:
   train --config recipe.yaml [--key value ...]   train with DEPO from a YAML recipe (flags override the YAML)
   report <output_dir> [--out DIR]                summary and plots of a run's logged history
+  route <output_dir> --prompts FILE [--tau 0.5]  which prompts the trained small model keeps, which go to a larger one
 
 Several processes (GPUs, DeepSpeed, FSDP):
   accelerate launch --config_file recipes/accelerate_configs/multi_gpu.yaml -m depo_trl.scripts.depo --config recipe.yaml
-Help on one command: depo-trl train --help, depo-trl report --help"""
+Help on one command: depo-trl train --help, depo-trl report --help, depo-trl route --help"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         from . import report
 
         return report.run(report.make_parser(argparse.ArgumentParser(prog="depo-trl report")).parse_args(rest))
-    print(f"depo-trl: error: unknown command {command!r}; use 'train' or 'report'.\n\n{USAGE}", file=sys.stderr)
+    if command == "route":
+        from . import route
+
+        return route.run(route.make_parser(argparse.ArgumentParser(prog="depo-trl route")).parse_args(rest))
+    print(f"depo-trl: error: unknown command {command!r}; use 'train', 'report' or 'route'.\n\n{USAGE}", file=sys.stderr)
     return 2
 
 

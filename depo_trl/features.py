@@ -518,6 +518,19 @@ class EmbeddingCache:
         while len(self._entries) > self.max_prompts:
             del self._entries[next(iter(self._entries))]
 
+    def state_dict(self) -> dict:
+        """Keys, storage rounds and embeddings as arrays (in storage order), for checkpoints."""
+        keys = np.array(list(self._entries), dtype=np.int64)
+        rounds = np.array([self._entries[int(k)][0] for k in keys], dtype=np.int64)
+        rows = [self._entries[int(k)][1] for k in keys]
+        embeddings = np.stack(rows).astype(np.float32) if rows else np.zeros((0, 0), dtype=np.float32)
+        return {"keys": keys, "rounds": rounds, "embeddings": embeddings}
+
+    def load_state_dict(self, state: dict) -> None:
+        keys, rounds = np.asarray(state["keys"]).reshape(-1), np.asarray(state["rounds"]).reshape(-1)
+        embeddings = np.asarray(state["embeddings"])
+        self._entries = {int(k): (int(r), np.array(e, copy=True)) for k, r, e in zip(keys, rounds, embeddings)}
+
     def get(self, keys) -> np.ndarray:
         missing = [int(k) for k in keys if int(k) not in self._entries]
         if missing:

@@ -39,24 +39,31 @@ def test_dataset_without_prompt_column(tiny_model, tokenizer, config_factory):
                     processing_class=tokenizer)
 
 
-def test_dataset_smaller_than_one_candidate_pool(tiny_model, tokenizer, config_factory):
-    with pytest.raises(ValueError, match="fewer than one candidate pool of 16.*lower depo_candidate_multiplier"):
-        DEPOTrainer(model=tiny_model, reward_funcs=letters_reward, args=config_factory(),
-                    train_dataset=letters_dataset(10), processing_class=tokenizer)
+def test_dataset_smaller_than_one_candidate_pool_gives_a_smaller_pool(tiny_model, tokenizer, config_factory):
+    with pytest.warns(UserWarning, match="fewer than one candidate pool of 16.*every round scores all 10") as caught:
+        trainer = DEPOTrainer(model=tiny_model, reward_funcs=letters_reward, args=config_factory(),
+                              train_dataset=letters_dataset(10), processing_class=tokenizer)
+    assert trainer.depo_pool_size == 10 and trainer.depo_disabled_reason is None
+    assert all(w.filename == __file__ for w in caught if "candidate pool" in str(w.message))  # points at this line
 
 
-def test_pass_reward_must_be_named_when_there_are_several(tiny_model, tokenizer, config_factory):
+def test_pass_reward_defaults_to_the_first_of_several_with_one_warning(tiny_model, tokenizer, config_factory):
     def format_reward(completions, **kwargs):
         return [0.5] * len(completions)
 
     kwargs = dict(model=tiny_model, reward_funcs=[letters_reward, format_reward], train_dataset=letters_dataset(64),
                   processing_class=tokenizer)
-    with pytest.raises(ValueError, match=r"Set depo_pass_reward to one of \['letters_reward', 'format_reward'\]"):
-        DEPOTrainer(args=config_factory(), **kwargs)
+    with pytest.warns(UserWarning, match=r"DEPO decides a pass with the first, 'letters_reward'.*"
+                                         r"depo_pass_threshold=0.5.*set depo_pass_reward") as caught:
+        trainer = DEPOTrainer(args=config_factory(), **kwargs)
+    assert sum("decides a pass" in str(w.message) for w in caught) == 1
+    assert trainer.depo_pass_order == [0, 1] and trainer.depo_pass_index == 0
     with pytest.raises(ValueError, match="depo_pass_reward='accuracy' is not a reward function name"):
         DEPOTrainer(args=config_factory(depo_pass_reward="accuracy"), **kwargs)
-    trainer = DEPOTrainer(args=config_factory(depo_pass_reward="letters_reward"), **kwargs)
-    assert trainer.depo_pass_index == 0
+    trainer = DEPOTrainer(args=config_factory(depo_pass_reward="format_reward"), **kwargs)
+    assert trainer.depo_pass_order == [1]
+    trainer = DEPOTrainer(args=config_factory(depo_pass_reward="format_reward, letters_reward"), **kwargs)
+    assert trainer.depo_pass_order == [1, 0]
 
 
 def test_grpo_config_is_refused_with_the_fix(tiny_model, tokenizer, config_factory):

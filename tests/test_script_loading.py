@@ -11,6 +11,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from depo_trl import graded_tasks  # noqa: E402
 from depo_trl.rewards import gsm8k_accuracy  # noqa: E402
 from depo_trl.scripts.depo import DEPOScriptArguments  # noqa: E402
 from depo_trl.scripts.loading import load_datasets, load_model, load_reward_funcs  # noqa: E402
@@ -63,7 +64,7 @@ def test_builtin_datasets_and_max_samples():
     assert "test" in letters
     controlled = load_datasets(DEPOScriptArguments(dataset_name="depo:controlled", dataset_max_samples=30))
     assert len(controlled["train"]) == 30
-    with pytest.raises(ValueError, match="depo:letters, depo:controlled"):
+    with pytest.raises(ValueError, match="depo:letters, depo:controlled, depo:graded"):
         load_datasets(DEPOScriptArguments(dataset_name="depo:nope"))
 
 
@@ -94,3 +95,32 @@ def test_tiny_model_is_built_and_hub_models_are_left_to_trl():
     name, processing_class = load_model(ModelConfig(model_name_or_path="Qwen/Qwen2.5-0.5B-Instruct", dtype="bfloat16"), args)
     assert name == "Qwen/Qwen2.5-0.5B-Instruct" and processing_class is None
     assert args.model_init_kwargs["dtype"] == "bfloat16"
+
+
+def test_builtin_graded_tasks_with_family_and_level_options():
+    import json
+
+    loaded = load_datasets(
+        DEPOScriptArguments(dataset_name="depo:graded", dataset_config="families=add,compare levels=1,2",
+                            dataset_max_samples=80),
+        seed=3,
+    )
+    train, test = loaded["train"], loaded["test"]
+    assert len(train) == 80 and len(test) == 32
+    assert set(train["family"]) == {"add", "compare"} and set(train["level"]) == {1, 2}
+    assert {"prompt", "answer", "answer_kind"} <= set(train.column_names)
+    key = lambda p: json.dumps(p, sort_keys=True)  # noqa: E731
+    assert not {key(p) for p in test["prompt"]} & {key(p) for p in train["prompt"]}  # held out means unseen
+    everything = load_datasets(DEPOScriptArguments(dataset_name="depo:graded", dataset_max_samples=40))["train"]
+    assert set(everything["family"]) == set(graded_tasks.FAMILIES)  # a small n still covers every family
+
+
+def test_builtin_dataset_options_are_checked():
+    with pytest.raises(ValueError, match=r"Expected space-separated key=v1,v2 with keys \['families', 'levels'\]"):
+        load_datasets(DEPOScriptArguments(dataset_name="depo:graded", dataset_config="family=add"))
+    with pytest.raises(ValueError, match="levels must be int"):
+        load_datasets(DEPOScriptArguments(dataset_name="depo:graded", dataset_config="levels=easy"))
+    with pytest.raises(ValueError, match="Unknown graded-task families"):
+        load_datasets(DEPOScriptArguments(dataset_name="depo:graded", dataset_config="families=poetry"))
+    with pytest.raises(ValueError, match="takes no dataset_config"):
+        load_datasets(DEPOScriptArguments(dataset_name="depo:letters", dataset_config="families=add"))

@@ -16,7 +16,8 @@ The keys of a recipe are the fields of ``DEPOScriptArguments`` (below), ``DEPOCo
 ``TrainingArguments`` field plus ``depo_*``), TRL's ``ModelConfig`` (model, dtype, LoRA) and TRL's
 ``DatasetMixtureConfig`` (``datasets:``, a list of ``load_dataset`` arguments). An unknown key is an error that
 names it. At the end the model, ``trainer_state.json`` (the logged history ``depo-trl report`` reads), DEPO's
-state and ``depo_summary.txt`` are saved in ``output_dir``, and the summary is printed.
+state, ``depo_run.json`` (what ``depo-trl route`` needs to rebuild the features) and ``depo_summary.txt`` are saved
+in ``output_dir``, and the summary is printed.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..depo_config import DEPOConfig
 from .parser import DEPOParser, UnknownArgumentsError
 
 SUMMARY_FILE = "depo_summary.txt"
+CONSOLES = ("depo", "trl")
 
 
 @dataclass
@@ -59,6 +61,17 @@ class DEPOScriptArguments(ScriptArguments):
         torch_num_threads (`int`, *optional*):
             CPU threads for torch (`torch.set_num_threads`). A tiny model on CPU runs several times faster on one
             thread than on several, especially on a busy machine. Unset: torch's default.
+        lora_layers_to_transform (`list[int]`, *optional*):
+            With `use_peft`, put LoRA adapters only on these transformer layers (PEFT's `layers_to_transform`;
+            negative numbers count from the top, -1 is the last layer). Gradients then flow back only to the lowest
+            adapted layer: on a CPU, adapting the top few layers makes the backward pass several times cheaper.
+        depo_console (`str`, *optional*, defaults to `"depo"`):
+            What the console shows during training. `"depo"`: the progress bar, one compact DEPO line every
+            `depo_console_every` steps and a summary table at the end (`depo_trl.console.DEPOConsole`). `"trl"`:
+            TRL's own console (every logged dict in full). Either way every metric goes to `report_to` and
+            `trainer_state.json`.
+        depo_console_every (`int`, *optional*, defaults to `5`):
+            Optimizer steps between two DEPO console lines (with `depo_console: depo`).
     """
 
     reward_funcs: list[str] | None = field(
@@ -90,6 +103,29 @@ class DEPOScriptArguments(ScriptArguments):
     torch_num_threads: int | None = field(
         default=None, metadata={"help": "CPU threads for torch; 1 is fastest for tiny models on CPU. Unset: default."}
     )
+    lora_layers_to_transform: list[int] | None = field(
+        default=None,
+        metadata={"help": "LoRA only on these layers (PEFT layers_to_transform; -1 = last layer). Unset: every layer."},
+    )
+    depo_console: str = field(
+        default="depo",
+        metadata={
+            "help": "Console during training: 'depo' (progress bar, one compact DEPO line every few steps, summary "
+            "table) or 'trl' (TRL's full per-step dicts). Metrics reach report_to and trainer_state.json either way.",
+            "choices": ["depo", "trl"],
+        },
+    )
+    depo_console_every: int = field(
+        default=5, metadata={"help": "Optimizer steps between two DEPO console lines (depo_console: depo)."}
+    )
+
+    def __post_init__(self):
+        if hasattr(super(), "__post_init__"):
+            super().__post_init__()
+        if self.depo_console not in CONSOLES:
+            raise ValueError(f"depo_console={self.depo_console!r}: choose one of {list(CONSOLES)}.")
+        if self.depo_console_every < 1:
+            raise ValueError(f"depo_console_every={self.depo_console_every}: print every N >= 1 steps.")
 
 
 DATACLASS_TYPES = (DEPOScriptArguments, DEPOConfig, ModelConfig, DatasetMixtureConfig)
@@ -118,6 +154,20 @@ def _describe_plan(trainer) -> str:
     )
 
 
+def _layer_indices(layers: list[int], model) -> list[int]:
+    """Layer numbers with negatives counted from the top (-1: last layer), checked against the model's depth."""
+    if isinstance(model, str):
+        from transformers import AutoConfig
+
+        depth = AutoConfig.from_pretrained(model).num_hidden_layers
+    else:
+        depth = model.config.num_hidden_layers
+    resolved = sorted({layer + depth if layer < 0 else layer for layer in layers})
+    if not all(0 <= layer < depth for layer in resolved):
+        raise ValueError(f"lora_layers_to_transform={layers}: the model has {depth} layers (0..{depth - 1}, or -1..-{depth}).")
+    return resolved
+
+
 def main(script_args, training_args, model_args, dataset_args):
     """Build a ``DEPOTrainer`` from parsed arguments, train, save, print the DEPO summary; returns the trainer."""
     import transformers
@@ -127,6 +177,7 @@ def main(script_args, training_args, model_args, dataset_args):
     from ..depo_trainer import DEPOTrainer
     from ..state import save_state
     from .loading import load_datasets, load_model, load_reward_funcs
+    from .run_config import SaveRunConfigCallback, run_config, save_run_config
 
     if script_args.torch_num_threads:
         import torch
@@ -144,6 +195,11 @@ def main(script_args, training_args, model_args, dataset_args):
             )
         eval_dataset = dataset[script_args.dataset_test_split]
 
+    peft_config = get_peft_config(model_args)
+    if script_args.lora_layers_to_transform:
+        if peft_config is None:
+            raise ValueError("lora_layers_to_transform needs use_peft: true (it says which layers get LoRA adapters).")
+        peft_config.layers_to_transform = _layer_indices(script_args.lora_layers_to_transform, model)
     trainer = DEPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
@@ -151,9 +207,15 @@ def main(script_args, training_args, model_args, dataset_args):
         train_dataset=dataset[script_args.dataset_train_split],
         eval_dataset=eval_dataset,
         processing_class=processing_class,
-        peft_config=get_peft_config(model_args),
+        peft_config=peft_config,
         quantization_config=get_quantization_config(model_args),
     )
+    config = run_config(training_args, model_args, script_args)
+    trainer.add_callback(SaveRunConfigCallback(config))
+    if script_args.depo_console == "depo":
+        from ..console import use_depo_console
+
+        use_depo_console(trainer, every=script_args.depo_console_every)
     trainer.accelerator.print(_describe_plan(trainer))
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
 
@@ -162,6 +224,7 @@ def main(script_args, training_args, model_args, dataset_args):
     summary = trainer.depo_summary()
     if trainer.accelerator.is_main_process:
         save_state(trainer.depo_state_dict(), training_args.output_dir)
+        save_run_config(config, training_args.output_dir)
         with open(os.path.join(training_args.output_dir, SUMMARY_FILE), "w") as f:
             f.write(summary + "\n")
     trainer.accelerator.print(summary)

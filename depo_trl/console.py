@@ -1,0 +1,239 @@
+"""A console people can read: the progress bar, one compact DEPO line every few steps, a summary table at the end.
+
+Transformers' default progress callback writes every logged dict in full: with GRPO and DEPO that is ~50 numbers
+per step. ``DEPOConsole`` replaces it for the console only; every metric still reaches ``report_to`` and
+``trainer_state.json`` (the ``depo-trl report`` input), because those are fed by the trainer's own ``log()``, not by
+this callback. Every ``every`` optimizer steps it writes one line over the logged windows since the last line::
+
+    [DEPO] step 10/40 | reward 0.41 | rolled out 4/16 | useful 75% | pass rate pred 0.47 obs 0.41 | completions 320, saved ~96 | 12.3 s/step
+
+- *rolled out / scored*: prompts rolled out per generation round / candidate prompts scored per round;
+- *useful*: share of rolled-out groups with 0 < passes < G (the groups GRPO learns from);
+- *pass rate pred / obs*: mean predicted vs observed pass rate of the rolled-out prompts (calibration at a glance);
+- *completions N, saved ~M*: completions generated so far, and how many fewer than uniform sampling would have
+  needed for the same number of useful groups, at the useful share observed during warm-up (when DEPO does not
+  filter, so the batch is GRPO's uniform draw). During warm-up there is no reference yet; the policy changes
+  later, so the figure is a reference, not a counterfactual (``depo-trl report`` says the same).
+
+Evaluation logs give one ``[eval]`` line. At the end of training it prints a summary table: totals (exact, from
+the trainer's DEPO statistics when it is given the trainer, else estimated from the logged means), reward and
+held-out reward at the first and last logged windows, and seconds per step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+REWARD_KEY = "reward"
+EVAL_REWARD_KEY = "eval_reward"
+
+
+def _mean(windows: list[dict], key: str) -> float:
+    """Step-weighted mean of ``key`` over logged windows (each window's value is already a mean over its steps)."""
+    pairs = [(w[key], w["_steps"]) for w in windows if isinstance(w.get(key), (int, float)) and math.isfinite(w[key])]
+    total = sum(n for _, n in pairs)
+    return sum(v * n for v, n in pairs) / total if total else float("nan")
+
+
+def _fmt(value: float, spec: str = ".2f") -> str:
+    return "n/a" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+class DEPOConsole(ProgressCallback):
+    """Progress bar plus one compact DEPO line every ``every`` steps and a summary table at the end.
+
+    Args:
+        every: optimizer steps between two DEPO lines (at least one logged window apart: set ``logging_steps`` <=
+            ``every`` to see every line).
+        trainer: the ``DEPOTrainer``, for exact run totals (``depo_stats``); without it totals are estimated from
+            the logged per-round means.
+        write: where lines go; default the progress bar's ``write`` (keeps the bar intact), else ``print``.
+    """
+
+    def __init__(self, every: int = 5, trainer=None, write: Callable[[str], None] | None = None):
+        super().__init__()
+        if every < 1:
+            raise ValueError(f"DEPOConsole(every={every}): print every N >= 1 steps.")
+        self.every = int(every)
+        self.trainer = trainer
+        self._write = write
+        self.windows: list[dict] = []  # every training window logged (depo metrics + reward), with its step count
+        self.eval_windows: list[dict] = []
+        self._pending: list[dict] = []  # windows since the last line
+        self._last_logged_step = 0
+        self._last_line_step = 0
+        self._line_time = None
+        self._start_time = None
+        self.lines: list[str] = []  # everything written, for tests and notebooks
+
+    # ------------------------------------------------------------------ output
+    def write(self, text: str) -> None:
+        self.lines.append(text)
+        if self._write is not None:
+            self._write(text)
+        elif self.training_bar is not None:
+            self.training_bar.write(text)
+        else:
+            print(text, flush=True)
+
+    # ------------------------------------------------------------------ callback events
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not args.disable_tqdm:
+            super().on_train_begin(args, state, control, **kwargs)
+        else:
+            self.training_bar, self.current_step = None, 0
+        self._start_time = self._line_time = time.perf_counter()
+        self._last_logged_step = self._last_line_step = state.global_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.training_bar is not None:
+            super().on_step_end(args, state, control, **kwargs)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        # Deliberately not super().on_log: that is the full-dict printing this callback replaces.
+        if not state.is_world_process_zero or not logs:
+            return
+        if any(k.startswith("eval_") for k in logs):
+            self.eval_windows.append({**logs, "_step": state.global_step, "_steps": 1})
+            self.write(self._eval_line(state.global_step, logs))
+            return
+        if "train_runtime" in logs or not any(k.startswith("depo/") or k == REWARD_KEY for k in logs):
+            return  # the end-of-training summary dict, or a log this console has nothing to say about
+        window = {**logs, "_step": state.global_step, "_steps": max(state.global_step - self._last_logged_step, 1)}
+        self._last_logged_step = state.global_step
+        self.windows.append(window)
+        self._pending.append(window)
+        if state.global_step - self._last_line_step >= self.every or state.global_step >= state.max_steps:
+            self.write(self._line(args, state))
+            self._pending, self._last_line_step = [], state.global_step
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.training_bar is not None:
+            super().on_train_end(args, state, control, **kwargs)
+        if state.is_world_process_zero and self.windows:
+            self.write(self.summary_table(args, state))
+
+    # ------------------------------------------------------------------ lines
+    def _line(self, args, state) -> str:
+        w = self._pending
+        now = time.perf_counter()
+        steps = state.global_step - self._last_line_step
+        seconds = (now - self._line_time) / max(steps, 1)
+        self._line_time = now
+        warm = _mean(w, "depo/warmup")
+        parts = [
+            f"[DEPO] step {state.global_step}/{state.max_steps}" + (" (warm-up)" if warm >= 0.5 else ""),
+            f"reward {_fmt(_mean(w, REWARD_KEY))}",
+            f"rolled out {_fmt(_mean(w, 'depo/prompts_rolled_out'), '.0f')}/"
+            f"{_fmt(_mean(w, 'depo/candidates_scored'), '.0f')}",
+            f"useful {_fmt(_mean(w, 'depo/useful_group_share'), '.0%')}",
+            f"pass rate pred {_fmt(_mean(w, 'depo/predicted_pass_rate'))} obs {_fmt(_mean(w, 'depo/observed_pass_rate'))}",
+        ]
+        generated, saved = self.completions(args)
+        parts.append(f"completions {generated:.0f}" + (f", saved ~{saved:.0f}" if math.isfinite(saved) else ""))
+        parts.append(f"{seconds:.1f} s/step")
+        return " | ".join(parts)
+
+    def _eval_line(self, step: int, logs: dict) -> str:
+        rewards = [f"{k[len('eval_rewards/'):-len('/mean')]} {v:.3f}" for k, v in logs.items()
+                   if k.startswith("eval_rewards/") and k.endswith("/mean") and isinstance(v, (int, float))]
+        head = f"[eval] step {step} | held-out reward {_fmt(logs.get(EVAL_REWARD_KEY, float('nan')), '.3f')}"
+        return " | ".join([head] + rewards)
+
+    # ------------------------------------------------------------------ totals
+    def _rounds_per_step(self, args) -> float:
+        """Generation rounds per optimizer step: TRL generates once per steps_per_generation x num_iterations
+        micro-steps, and an optimizer step is gradient_accumulation_steps micro-steps."""
+        per_generation = (getattr(args, "steps_per_generation", None) or args.gradient_accumulation_steps)
+        return args.gradient_accumulation_steps / (per_generation * getattr(args, "num_iterations", 1))
+
+    def totals(self, args) -> dict:
+        """Run totals: exact from the trainer's DEPO statistics when available, else estimated from the logs."""
+        stats = getattr(self.trainer, "depo_stats", None) if self.trainer is not None else None
+        if stats is not None and hasattr(stats, "state_dict"):
+            stats = stats.state_dict()
+        if isinstance(stats, dict) and stats.get("rounds"):
+            return {**stats, "exact": True}
+        rounds = self._rounds_per_step(args)
+        rolled = sum(w.get("depo/prompts_rolled_out", 0.0) * w["_steps"] * rounds for w in self.windows)
+        useful = sum(w.get("depo/prompts_rolled_out", 0.0) * w.get("depo/useful_group_share", 0.0) * w["_steps"] * rounds
+                     for w in self.windows)
+        scored = sum(w.get("depo/candidates_scored", 0.0) * w["_steps"] * rounds for w in self.windows)
+        return {
+            "exact": False, "candidates_scored": scored, "prompts_rolled_out": rolled, "useful_groups": useful,
+            "labelled_groups": rolled, "completions_generated": rolled * args.num_generations,
+            "prompts_skipped": scored - rolled, "skipped_by_reason": {},
+        }
+
+    def uniform_reference(self) -> float:
+        """Useful-group share over the logged windows made only of warm-up (unfiltered, uniform) rounds."""
+        warm = [w for w in self.windows if w.get("depo/warmup", 0.0) >= 0.999]
+        return _mean(warm, "depo/useful_group_share")
+
+    def completions(self, args) -> tuple[float, float]:
+        """(completions generated so far, completions saved vs uniform at the warm-up useful share; NaN if none)."""
+        t = self.totals(args)
+        generated = float(t.get("completions_generated", 0.0))
+        reference = self.uniform_reference()
+        after_warmup = any(w.get("depo/warmup", 1.0) <= 0.001 for w in self.windows)
+        if not (after_warmup and math.isfinite(reference) and reference > 0):
+            return generated, float("nan")
+        return generated, t.get("useful_groups", 0.0) / reference * args.num_generations - generated
+
+    def summary_table(self, args, state) -> str:
+        t = self.totals(args)
+        generated, saved = self.completions(args)
+        scored, rolled = float(t.get("candidates_scored", 0)), float(t.get("prompts_rolled_out", 0))
+        labelled = float(t.get("labelled_groups", 0)) or 1.0
+        reasons = t.get("skipped_by_reason") or {}
+        k = max(1, min(self.every, len(self.windows) // 2))  # first and last `every` windows: one window is noisy
+        first, last = self.windows[:k], self.windows[-k:]
+        elapsed = time.perf_counter() - (self._start_time or time.perf_counter())
+        steps_done = max(state.global_step, 1)
+        rows = [
+            ("optimizer steps", f"{state.global_step}"),
+            ("candidate prompts scored", f"{scored:.0f}"),
+            ("prompts rolled out", f"{rolled:.0f} ({_fmt(rolled / scored if scored else float('nan'), '.0%')} of scored)"),
+        ]
+        if reasons:
+            rows.append(("skipped: too easy / too hard / not needed",
+                         f"{reasons.get('too_easy', 0)} / {reasons.get('too_hard', 0)} / {reasons.get('in_band_not_needed', 0)}"))
+        rows += [
+            ("useful groups (0 < passes < G)", f"{float(t.get('useful_groups', 0)):.0f} ({_fmt(t.get('useful_groups', 0) / labelled, '.0%')})"),
+            ("uniform reference (warm-up)", f"{_fmt(self.uniform_reference(), '.0%')} useful"),
+            ("completions generated", f"{generated:.0f}"),
+            ("completions saved vs uniform", "n/a (no warm-up reference)" if not math.isfinite(saved) else f"~{saved:.0f}"),
+            (f"reward, first -> last {k} window" + ("s" if k > 1 else ""), f"{_fmt(_mean(first, REWARD_KEY))} -> {_fmt(_mean(last, REWARD_KEY))}"),
+        ]
+        if self.eval_windows:
+            rows.append(("held-out reward, first -> last eval",
+                         f"{_fmt(self.eval_windows[0].get(EVAL_REWARD_KEY, float('nan')), '.3f')} -> "
+                         f"{_fmt(self.eval_windows[-1].get(EVAL_REWARD_KEY, float('nan')), '.3f')}"))
+        rows += [
+            ("pass rate pred / obs (after warm-up)", self._calibration()),
+            ("seconds per step", f"{elapsed / steps_done:.1f}"),
+        ]
+        width = max(len(name) for name, _ in rows)
+        source = "exact totals" if t.get("exact") else "totals estimated from logged means"
+        lines = [f"DEPO summary ({source}; all metrics: trainer_state.json, report_to, `depo-trl report`)"]
+        lines += [f"  {name:<{width}}  {value}" for name, value in rows]
+        return "\n".join(lines)
+
+    def _calibration(self) -> str:
+        filtered = [w for w in self.windows if w.get("depo/warmup", 1.0) <= 0.001]
+        return f"{_fmt(_mean(filtered, 'depo/predicted_pass_rate'))} / {_fmt(_mean(filtered, 'depo/observed_pass_rate'))}"
+
+
+def use_depo_console(trainer, every: int = 5) -> DEPOConsole:
+    """Replace the trainer's full-dict console printing (progress or printer callback) with a ``DEPOConsole``."""
+    from transformers.trainer import DEFAULT_PROGRESS_CALLBACK
+
+    for callback in {ProgressCallback, PrinterCallback, DEFAULT_PROGRESS_CALLBACK}:
+        trainer.remove_callback(callback)
+    console = DEPOConsole(every=every, trainer=trainer)
+    trainer.add_callback(console)
+    return console

@@ -1,0 +1,97 @@
+"""The DEPO console: one compact line every few steps and a summary table instead of TRL's per-step dicts, while
+every metric still reaches trainer_state.json; `depo_console: trl` keeps TRL's console."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import json  # noqa: E402
+import re  # noqa: E402
+from pathlib import Path  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
+
+import pytest  # noqa: E402
+from transformers.trainer_callback import PrinterCallback, ProgressCallback  # noqa: E402
+
+from depo_trl.console import DEPOConsole  # noqa: E402
+from depo_trl.scripts.depo import DEPOScriptArguments, main, parse_args  # noqa: E402
+
+TINY = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "depo" / "config_letters.yaml"
+LINE = re.compile(
+    r"^\[DEPO\] step (\d+)/(\d+)( \(warm-up\))? \| reward (\S+) \| rolled out (\d+)/(\d+) \| useful (\d+%|n/a) \| "
+    r"pass rate pred (\S+) obs (\S+) \| completions (\d+)(, saved ~(-?\d+))? \| [\d.]+ s/step$"
+)
+
+
+def _window(step, warmup, useful, rolled=8, scored=32, reward=0.5, pred=0.5, obs=0.5):
+    return {"reward": reward, "depo/warmup": warmup, "depo/prompts_rolled_out": rolled, "depo/candidates_scored": scored,
+            "depo/useful_group_share": useful, "depo/predicted_pass_rate": pred, "depo/observed_pass_rate": obs,
+            "loss": 0.1, "completions/mean_length": 2.0}
+
+
+def test_lines_every_n_steps_with_warmup_reference_and_summary():
+    args = SimpleNamespace(disable_tqdm=True, num_generations=8, gradient_accumulation_steps=1,
+                           steps_per_generation=1, num_iterations=1)
+    state = SimpleNamespace(global_step=0, max_steps=6, is_world_process_zero=True)
+    written = []
+    console = DEPOConsole(every=2, write=written.append)
+    console.on_train_begin(args, state, None)
+    # steps 1-2 warm-up at 50% useful; steps 3-6 filtered at 100% useful
+    for step, (warm, useful, reward) in enumerate([(1, .5, .2), (1, .5, .3), (0, 1., .4), (0, 1., .5), (0, 1., .6), (0, 1., .7)], 1):
+        state.global_step = step
+        console.on_log(args, state, None, logs=_window(step, warm, useful, reward=reward))
+    state.global_step = 6
+    console.on_log(args, state, None, logs={"eval_reward": 0.65, "eval_rewards/letters_reward/mean": 0.65})
+    console.on_log(args, state, None, logs={"train_runtime": 1.0, "train_loss": 0.1})  # ignored
+    console.on_train_end(args, state, None)
+    lines = [LINE.match(line) for line in written if line.startswith("[DEPO]")]
+    assert [int(m.group(1)) for m in lines] == [2, 4, 6] and all(lines)
+    assert lines[0].group(3) == " (warm-up)" and lines[1].group(3) is None
+    assert lines[0].group(4) == "0.25" and lines[2].group(4) == "0.65"  # mean reward over the two windows
+    # completions: 6 rounds x 8 prompts x 8 = 384; saved vs uniform at 50% useful: useful = 2*4 + 4*8 = 40 groups,
+    # uniform needs 40 / 0.5 = 80 groups = 640 completions -> 256 saved; no reference figure during warm-up
+    assert lines[0].group(10) == "128" and lines[0].group(11) is None
+    assert lines[2].group(10) == "384" and lines[2].group(12) == "256"
+    assert any(line.startswith("[eval] step 6 | held-out reward 0.650 | letters_reward 0.650") for line in written)
+    table = written[-1]
+    assert table.startswith("DEPO summary (totals estimated from logged means")
+    assert re.search(r"completions saved vs uniform\s+~256", table)
+    assert re.search(r"reward, first -> last 2 windows\s+0.25 -> 0.65", table)
+    assert re.search(r"held-out reward, first -> last eval\s+0.650 -> 0.650", table)
+    assert not any("loss" in line for line in written)  # no full dict printed
+
+
+def test_every_must_be_positive():
+    with pytest.raises(ValueError, match="every N >= 1"):
+        DEPOConsole(every=0)
+    with pytest.raises(ValueError, match="depo_console='rich'"):
+        DEPOScriptArguments(depo_console="rich")
+
+
+def _train(tmp_path, *flags):
+    out = tmp_path / "run"
+    parsed = parse_args(["--config", str(TINY), "--max_steps", "8", "--depo_warmup_steps", "2", "--output_dir", str(out),
+                         "--dataset_max_samples", "128", *flags])
+    return main(*parsed), out
+
+
+def test_train_script_prints_depo_lines_and_keeps_every_metric(tmp_path, capsys):
+    trainer, out = _train(tmp_path, "--depo_console_every", "3")
+    printed = capsys.readouterr()
+    text = printed.out + printed.err
+    lines = [line for line in text.splitlines() if line.startswith("[DEPO]")]
+    assert [int(LINE.match(line).group(1)) for line in lines] == [3, 6, 8], lines
+    assert "DEPO summary (exact totals" in text and re.search(r"prompts rolled out\s+64 ", text)
+    assert "'depo/brier'" not in text and "{'loss'" not in text  # TRL's per-step dicts are gone
+    assert not any(type(cb) in (ProgressCallback, PrinterCallback) for cb in trainer.callback_handler.callbacks)
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert sum("depo/useful_group_share" in e and "loss" in e for e in history) == 8  # full metrics still logged
+
+
+def test_trl_console_flag_keeps_trl_printing(tmp_path, capsys):
+    trainer, _ = _train(tmp_path, "--depo_console", "trl", "--max_steps", "3")
+    text = capsys.readouterr()
+    assert "'depo/candidates_scored'" in text.out + text.err and "[DEPO] step" not in text.out + text.err
+    assert not any(isinstance(cb, DEPOConsole) for cb in trainer.callback_handler.callbacks)
