@@ -1,7 +1,7 @@
 """Every reliance on a private TRL / transformers name lives here.
 
-DEPOTrainer overrides four private methods of ``trl.GRPOTrainer`` narrowly (each calls ``super()``) and reads
-two private attributes. This module checks they exist when the package is imported, so a TRL release that
+DEPOTrainer overrides a few private methods of ``trl.GRPOTrainer`` narrowly (each calls ``super()``), calls one
+(``_tokenize_prompts``, to render candidates exactly as generation does) and reads a few private attributes. This module checks they exist when the package is imported, so a TRL release that
 renames one fails loudly at import with the name, not silently mid-run.
 """
 
@@ -22,7 +22,17 @@ OVERRIDDEN_METHODS = (
     "_calculate_rewards",  # returns the gathered (N, n_reward_funcs) rewards: DEPO's labels
     "_save_checkpoint",  # DEPO state goes beside the model checkpoint
     "_load_optimizer_and_scheduler",  # ... and comes back on resume
+    "_set_signature_columns_if_needed",  # sets `_signature_columns`, the columns remove_unused_columns keeps
 )
+
+#: Private GRPOTrainer methods DEPOTrainer calls.
+CALLED_METHODS = (
+    "_tokenize_prompts",  # prompts -> token ids exactly as generation renders them (tools, chat template, kwargs)
+)
+
+#: The key of ``_generate_and_score_completions``' output that ``_compute_loss`` multiplies into the loss mask only
+#: (``mask = completion_mask * tool_mask``); ``completion_mask`` is also the attention mask of the training forward.
+LOSS_ONLY_MASK = "tool_mask"
 
 
 def check_trl_version() -> None:
@@ -32,9 +42,9 @@ def check_trl_version() -> None:
             f"depo_trl supports trl>={SUPPORTED_TRL[0]},<{SUPPORTED_TRL[1]}, but trl {trl.__version__} is installed. "
             f"Install a supported release: pip install 'trl>={SUPPORTED_TRL[0]},<{SUPPORTED_TRL[1]}'."
         )
-    missing = [name for name in OVERRIDDEN_METHODS if not hasattr(GRPOTrainer, name)]
+    missing = [name for name in OVERRIDDEN_METHODS + CALLED_METHODS if not hasattr(GRPOTrainer, name)]
     if missing:
-        raise ImportError(f"trl {trl.__version__}'s GRPOTrainer lacks {missing}, which depo_trl overrides.")
+        raise ImportError(f"trl {trl.__version__}'s GRPOTrainer lacks {missing}, which depo_trl relies on.")
 
 
 def metrics(trainer) -> dict:
@@ -46,3 +56,31 @@ def checkpoint_dir(trainer, trial) -> str:
     """The folder ``Trainer._save_checkpoint`` just wrote."""
     folder = f"{PREFIX_CHECKPOINT_DIR}-{trainer.state.global_step}"
     return os.path.join(trainer._get_output_dir(trial=trial), folder)
+
+
+def tokenize_prompts(trainer, prompts: list, environments: list | None = None) -> list[list[int]]:
+    """Token ids of ``prompts`` exactly as ``GRPOTrainer`` tokenises them for generation: its own
+    ``_tokenize_prompts`` (chat template, ``tools``, ``chat_template``, ``chat_template_kwargs``, special tokens of
+    plain-text prompts). With TRL environments the per-prompt tool schema depends on each prompt's environment;
+    ``environments`` names them (``None`` entries: the single environment), and TRL's per-batch record of them is
+    put back afterwards so the round in progress is unaffected."""
+    uses_environments = getattr(trainer, "environment_factories", None) is not None
+    saved = getattr(trainer, "_batch_environments", None)
+    if uses_environments:
+        if getattr(trainer, "_multi_environment", False):  # the row's `environment` names its factory
+            names = list(environments) if environments is not None else [None] * len(prompts)
+            unknown = sorted({repr(n) for n in names if n not in trainer.environment_factories})
+            if unknown:  # TRL's own check, which the round would reach only after DEPO rendered the prompts
+                raise ValueError(
+                    f"Example has `environment={unknown[0]}`, which is not among the environments passed to "
+                    f"`environment_factory`. Expected one of: {list(trainer.environment_factories)}."
+                )
+        else:
+            names = [None] * len(prompts)
+        trainer._batch_environments = names
+    try:
+        prompt_ids, _, _ = trainer._tokenize_prompts(prompts)
+    finally:
+        if uses_environments:
+            trainer._batch_environments = saved
+    return [[int(t) for t in ids] for ids in prompt_ids]

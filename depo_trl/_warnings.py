@@ -60,9 +60,15 @@ def at_user_code():
     Warnings pointing elsewhere (TRL or transformers internals) are re-issued unchanged, so the user's warning
     filters see exactly what ``GRPOTrainer`` would have shown them.
     """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:  # also when the block raises: warnings issued before a TRL error still reach the user
+        _reissue(caught)
+
+
+def _reissue(caught) -> None:
     frame = _user_frame()
     for w in caught:
         if frame is not None and _in_package(w.filename):

@@ -5,7 +5,8 @@ and per candidate its dataset index (when known), prompt key, token count, times
 rate, the decision (``band``/``explore``/``fill``/... when rolled out; ``skip_too_easy``, ``skip_too_hard`` or
 ``skip_in_band`` when not), the rollout order (``rolled_out``: candidate positions) and, for rolled-out prompts, the observed passes and scorable completions. When the
 file passes ``max_bytes`` it is renamed to ``depo_decisions.1.jsonl`` (replacing an older one) and a new file is
-started, so the trail never takes more than about twice ``max_bytes`` on disk.
+started, so the trail never takes more than about twice ``max_bytes`` on disk. On resume, records of rounds after
+the checkpoint are dropped (``discard_after``): the resumed run writes those rounds again.
 """
 
 from __future__ import annotations
@@ -37,6 +38,25 @@ class DecisionLog:
         line = json.dumps(record, allow_nan=False)
         with open(self.path, "a") as f:
             f.write(line + "\n")
+
+
+    def discard_after(self, last_round: int) -> int:
+        """Drop records of rounds after ``last_round`` (a resumed run is about to redo them, so they would appear
+        twice); returns how many were dropped."""
+        dropped = 0
+        for name in (ROTATED_NAME, FILE_NAME):
+            path = os.path.join(self.directory, name)
+            if not os.path.exists(path):
+                continue
+            with open(path) as f:
+                lines = [line for line in f if line.strip()]
+            kept = [line for line in lines if json.loads(line).get("round", 0) <= last_round]
+            if len(kept) != len(lines):
+                dropped += len(lines) - len(kept)
+                with open(path + ".tmp", "w") as f:
+                    f.writelines(kept)
+                os.replace(path + ".tmp", path)
+        return dropped
 
 
 def skip_reason(predicted: float, low: float, high: float) -> str:

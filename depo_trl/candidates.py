@@ -13,9 +13,33 @@ exactly once: skipping a prompt this epoch never removes it from the next.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
+
+_PLAIN = (str, bytes, int, float, bool, type(None))
+
+
+def copy_row(row: dict) -> dict:
+    """A row that shares no container with ``row``: TRL writes into its input rows (``rollout_func`` extra fields
+    are merged in place, multi-turn code edits the prompt), so each of a group's G rows must be its own object.
+    Dicts, lists and tuples are copied all the way down; every other leaf (images, arrays, tensors) is shared, so a
+    large image column is never duplicated G times."""
+    shared: dict[int, Any] = {}
+
+    def collect(value):
+        if isinstance(value, dict):
+            for v in value.values():
+                collect(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                collect(v)
+        elif not isinstance(value, _PLAIN):
+            shared[id(value)] = value  # deepcopy's memo: this object "is already copied" as itself
+
+    collect(row)
+    return copy.deepcopy(row, shared)
 
 
 class CandidateStream:

@@ -15,6 +15,11 @@ from .selection import check_policy_name
 
 EMBEDDING_POOLINGS = ("mean", "last")
 EMBEDDING_ADAPTER = ("on", "off")
+#: Loss types whose normaliser counts the loss mask's tokens (``bnpo``: this micro-batch's mask; ``dapo``, ``cispo``,
+#: ``vespo``: ``num_items_in_batch``), so rows left out of the mask really leave the loss. The others average per
+#: sequence over the batch (``grpo``, ``sapo``, ``luspo``) or divide by a constant (``dr_grpo``): a masked row still
+#: counts there, so masking would change nothing.
+MASKABLE_LOSS_TYPES = ("bnpo", "dapo", "cispo", "vespo")
 
 
 @dataclass
@@ -57,8 +62,10 @@ class DEPOConfig(GRPOConfig):
             A candidate not rolled out for this many rounds since it was last seen is rolled out first (a revisit
             floor, so a stale verdict never starves a prompt). `None` disables the floor.
         depo_mask_zero_variance (`bool`, *optional*, defaults to `False`):
-            Leave groups that still come out all-equal out of the loss normaliser (DAPO's filter, without
-            re-sampling). Token-level losses (`dapo`, `bnpo`, `dr_grpo`) exclude their tokens from the count.
+            Leave groups to which TRL gives zero advantage (all-equal rewards, unscorable completions left out) out
+            of the loss and its normaliser (DAPO's filter, without re-sampling). Only the loss mask changes, never
+            the attention mask. Needs a loss type that normalises by token count (`dapo`, `bnpo`, `cispo`,
+            `vespo`); other loss types are refused.
         depo_warm_start_path (`str`, *optional*):
             A JSONL of measured pass rates (`prompt`/`problem` + `pass_rate`/`successes_of_N`/`passes`,`trials`) to
             fit the estimator on before the first round, with the same features as training (embeddings from the
@@ -138,7 +145,9 @@ class DEPOConfig(GRPOConfig):
         default=256, metadata={"help": "Rounds after which a skipped, previously seen prompt is revisited first."}
     )
     depo_mask_zero_variance: bool = field(
-        default=False, metadata={"help": "Leave all-equal groups out of the loss normaliser (DAPO's filter)."}
+        default=False,
+        metadata={"help": "Leave zero-advantage groups out of the loss and its normaliser (DAPO's filter). Needs "
+                  "loss_type dapo, bnpo, cispo or vespo."},
     )
     depo_warm_start_path: str | None = field(
         default=None, metadata={"help": "JSONL of measured pass rates to fit the estimator on before training."}
@@ -234,6 +243,13 @@ class DEPOConfig(GRPOConfig):
             check_policy_name(self.depo_selection)
         except ValueError as exc:
             fail(f"depo_selection: {exc}", "Set depo_selection to one of those names.")
+        if self.depo_mask_zero_variance and self.loss_type not in MASKABLE_LOSS_TYPES:
+            fail(
+                f"depo_mask_zero_variance=True has no effect with loss_type={self.loss_type!r}: that loss averages "
+                "over sequences (or divides by a constant), so a group left out of the loss mask still counts.",
+                f"Use a token-normalised loss_type ({', '.join(MASKABLE_LOSS_TYPES)}; 'dapo' is TRL's default) "
+                "or set depo_mask_zero_variance=False.",
+            )
         if self.depo_revisit_after is not None and self.depo_revisit_after < 1:
             fail(f"depo_revisit_after must be >= 1 or None, got {self.depo_revisit_after!r}.", "Use e.g. 256.")
         if self.depo_embedding_adapter not in EMBEDDING_ADAPTER:

@@ -26,6 +26,7 @@ from (a TRL environment owns the data, or the dataset holds no more than U promp
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import time
 import warnings
@@ -36,17 +37,16 @@ import numpy as np
 import torch
 from accelerate.utils import broadcast_object_list, gather_object
 from trl import GRPOTrainer
-from trl.data_utils import maybe_apply_chat_template
 
 from . import _trl_compat
 from .audit import DecisionLog, finite_or_none, skip_reason
-from .candidates import CandidateStream, IterableCandidateStream
+from .candidates import CandidateStream, IterableCandidateStream, copy_row
 from .depo_config import DEPOConfig
 from .embedding import embed_token_ids
 from .engine import PromptSelector, RoundOutcome, Scores, SelectorStats
 from .estimators import PassRateEstimator
 from ._warnings import at_user_code, warn_user
-from .estimators.warm_start import warm_start_from_jsonl
+from .estimators.warm_start import read_passrate_jsonl
 from .features import EmbeddingCache, Featurizer
 from .history import PromptHistory, prompt_key
 from .selection import REASON_BAND, Selection
@@ -85,6 +85,16 @@ def _is_map_style(dataset) -> bool:
     return hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")
 
 
+def _no_spread(values: torch.Tensor) -> torch.Tensor:
+    """Over the last axis, ignoring NaN: fewer than two values, or a sample std that ``torch.isclose`` calls 0."""
+    scorable = ~torch.isnan(values)
+    count = scorable.sum(dim=-1)
+    mean = torch.where(scorable, values, 0.0).sum(dim=-1) / count.clamp(min=1)
+    spread = torch.where(scorable, (values - mean.unsqueeze(-1)) ** 2, 0.0).sum(dim=-1)
+    std = torch.sqrt(spread / (count - 1).clamp(min=1))
+    return (count < 2) | torch.isclose(std, torch.zeros_like(std))
+
+
 class DEPOTrainer(GRPOTrainer):
     """[`~trl.GRPOTrainer`] that rolls out only prompts whose predicted pass rate is in a target band.
 
@@ -113,6 +123,7 @@ class DEPOTrainer(GRPOTrainer):
         with at_user_code():
             super().__init__(model, reward_funcs, args, *pos, **kwargs)
         self._depo_warned: set[str] = set()
+        self._depo_pass_tally = np.zeros(3)  # rounds with labels, passes, trials: to spot a threshold that never splits
         self.depo_pool_size, self.depo_disabled_reason = self._check_train_dataset(environment_owns_data)
         if self.depo_disabled_reason is not None and args.depo_candidate_multiplier > 1:
             warn_user(f"DEPO cannot filter this run and trains it as plain GRPO: {self.depo_disabled_reason}")
@@ -137,6 +148,9 @@ class DEPOTrainer(GRPOTrainer):
         pool = args.depo_candidate_multiplier * args.generation_batch_size // args.num_generations
         self.depo_embedding_cache = EmbeddingCache(args.depo_embedding_refresh_every, max_prompts=max(8 * pool, 1024))
         self.depo_warm_started = args.depo_warm_start_path is None
+        self._depo_warm_start_rows = None if self.depo_warm_started else self._read_warm_start_file()
+        self._depo_trl_columns: list[str] | None = None  # the columns TRL's dataloader keeps (remove_unused_columns)
+        self._depo_hidden_columns: list[str] = []  # metadata columns DEPO asked TRL's dataloader to keep for it
         if _is_map_style(self.train_dataset):
             self.depo_candidates = CandidateStream(len(self.train_dataset), seed=args.seed, shuffle=self.shuffle_dataset)
         else:
@@ -144,6 +158,8 @@ class DEPOTrainer(GRPOTrainer):
         self.depo_decisions = DecisionLog(args.output_dir, max_bytes=int(args.depo_audit_max_mb * 2**20))
         self._depo_capture = False
         self._depo_rewards: torch.Tensor | None = None
+        self._depo_failures_logged = 0  # estimator failures already reported in depo/estimator_failures
+        self._check_embedding_adapter()
 
     # The engine's parts, under the names the trainer has always exposed.
     @property
@@ -207,6 +223,18 @@ class DEPOTrainer(GRPOTrainer):
             pool = len(dataset)
         return pool, None
 
+    def _check_embedding_adapter(self) -> None:
+        """``depo_embedding_adapter="off"`` means "embed with the PEFT adapter disabled"; without an adapter it
+        would silently embed with the trained model."""
+        if self.args.depo_embedding_adapter != "off" or not self.depo_selector.needs_embedding:
+            return
+        if not hasattr(self.accelerator.unwrap_model(self.model), "disable_adapter"):
+            raise ValueError(
+                "depo_embedding_adapter='off' embeds with the PEFT adapter disabled, but the model has no PEFT "
+                "adapter, so it would embed with the trained weights. Pass a peft_config (or a PeftModel), or set "
+                "depo_embedding_adapter='on'."
+            )
+
     def _check_metadata_columns(self) -> None:
         wanted = self.depo_featurizer.metadata_columns
         columns = getattr(self.train_dataset, "column_names", None)
@@ -263,9 +291,35 @@ class DEPOTrainer(GRPOTrainer):
             self._depo_rewards = rewards.detach().float().cpu()
         return rewards
 
+    def _set_signature_columns_if_needed(self):
+        """TRL keeps only ``prompt``/``image``/``images`` when ``remove_unused_columns=True``. DEPO's ``metadata``
+        features need their columns in warm-up batches too, so TRL's dataloader is asked to keep them as well; they
+        are taken off again before any row reaches TRL (see ``_trl_rows``), so reward functions get exactly the
+        columns they get from GRPOTrainer."""
+        super()._set_signature_columns_if_needed()
+        if getattr(self, "_depo_trl_columns", "unset") is None:  # only once, and only after DEPO's own set-up
+            self._depo_trl_columns = list(self._signature_columns)
+            self._depo_hidden_columns = [
+                c for c in self.depo_featurizer.metadata_columns if c not in self._depo_trl_columns
+            ]
+            self._signature_columns = self._depo_trl_columns + self._depo_hidden_columns
+
+    def _trl_rows(self, rows: list[dict], drawn: bool = False) -> list[dict]:
+        """``rows`` with exactly the columns TRL's own dataloader would have given them. ``drawn`` rows come from
+        the raw dataset (DEPO's candidate walk); the others came through TRL's dataloader."""
+        if not self.args.remove_unused_columns:
+            return rows
+        if drawn:
+            if self._depo_trl_columns is None:
+                self._set_signature_columns_if_needed()
+            return [{k: v for k, v in row.items() if k in self._depo_trl_columns} for row in rows]
+        if not self._depo_hidden_columns:
+            return rows
+        return [{k: v for k, v in row.items() if k not in self._depo_hidden_columns} for row in rows]
+
     def _generate_and_score_completions(self, inputs):
         if not self.model.training or self.depo_disabled_reason is not None:  # evaluation is never filtered
-            return super()._generate_and_score_completions(inputs)
+            return super()._generate_and_score_completions(self._trl_rows(inputs))
         if not self.depo_warm_started:
             self._warm_start()
         plan, local_inputs = self._plan_round(inputs)
@@ -279,35 +333,101 @@ class DEPOTrainer(GRPOTrainer):
         self._learn_from_round(plan, self._depo_rewards)
         return output
 
-    def _warm_start(self) -> None:
-        """Fit the estimator on a file of measured pass rates, with the features training will use."""
+    def _read_warm_start_file(self) -> list[dict]:
+        """The warm-start rows, read and checked at construction so a bad file fails before any compute."""
         path = self.args.depo_warm_start_path
-        summary = warm_start_from_jsonl(
-            self.depo_estimator,
-            lambda prompts: self._features(prompts),
-            path,
-            render=lambda prompt: prompt,  # hand raw prompts to _features, which renders them like training
-            limit=self.args.depo_warm_start_max_prompts,
-            max_trials=float(self.num_generations),  # a 128-sample measurement weighs like one group
-        )
+        rows, passes, trials, skipped = read_passrate_jsonl(path, limit=self.args.depo_warm_start_max_prompts)
+        if not rows:
+            raise ValueError(
+                f"depo_warm_start_path {path!r} holds no row with a prompt and a pass rate ({skipped} rows skipped). "
+                "Each line needs 'prompt' (or 'problem'/'question'/'text') and 'pass_rate', 'passes'+'trials' or "
+                "'successes_of_<N>'."
+            )
+        wanted = self.depo_featurizer.metadata_columns
+        lacking = sorted({c for row in rows for c in wanted if c not in row})
+        if lacking:
+            raise ValueError(
+                f"The 'metadata' feature group reads columns {lacking}, but rows of depo_warm_start_path {path!r} "
+                "lack them. Add those fields to every line of the file, or drop 'metadata' from depo_features."
+            )
+        for row, p, t in zip(rows, passes, trials):
+            row["_passes"], row["_trials"] = float(p), float(t)
+        return rows
+
+    def _render_like_training(self, prompt):
+        """A warm-start prompt in the form training prompts take: a plain string becomes the content of the last
+        user turn of the first training prompt (so the same system prompt and turns surround it), when training
+        prompts are chats; chats, and strings for plain-text training, are used as they are. Features and prompt
+        keys then match those of the same prompt drawn from the dataset."""
+        if not isinstance(prompt, str):
+            return prompt
+        example = self._first_training_prompt()
+        if not isinstance(example, list) or not example:
+            return prompt
+        users = [i for i, m in enumerate(example) if isinstance(m, dict) and m.get("role") == "user"]
+        if not users:
+            return prompt
+        at = users[-1]
+        return [dict(m) for m in example[:at]] + [{**example[at], "content": prompt}] + [dict(m) for m in example[at + 1:]]
+
+    def _first_training_prompt(self):
+        dataset = self.train_dataset
+        row = dataset[0] if _is_map_style(dataset) else next(iter(dataset))
+        return row.get("prompt")
+
+    def _warm_start(self) -> None:
+        """Fit the estimator on a file of measured pass rates, with the features training will use: prompts rendered
+        as training prompts are, metadata from the file's own columns, embeddings from the initial policy."""
+        rows = self._depo_warm_start_rows
+        prompts = [self._render_like_training(row["_prompt"]) for row in rows]
+        metadata = {c: [row[c] for row in rows] for c in self.depo_featurizer.metadata_columns}
+        passes = np.array([row["_passes"] for row in rows])
+        trials = np.array([row["_trials"] for row in rows])
+        scale = np.minimum(1.0, float(self.num_generations) / trials)  # a 128-sample measurement weighs like a group
+        texts, token_ids, embeddings, _ = self._prepare(prompts)
+        try:
+            self.depo_selector.fit(texts, passes * scale, trials * scale, keys=[prompt_key(p) for p in prompts],
+                                   token_counts=[len(t) for t in token_ids], embeddings=embeddings,
+                                   metadata=metadata or None)
+        except Exception as exc:  # a failing estimator never stops training
+            self.depo_selector._failed("warm start", exc)
         self.depo_warm_started = True
-        logger.info("DEPO warm start from %s: %s", path, summary)
+        self._depo_warm_start_rows = None
+        logger.info("DEPO warm start from %s: %d rows", self.args.depo_warm_start_path, len(rows))
+
+    def _zero_advantage_groups(self, rewards: torch.Tensor) -> torch.Tensor:
+        """Per global group: True when TRL's advantage arithmetic gives every completion of it a zero advantage.
+
+        ``rewards`` is TRL's gathered ``(N, n_reward_funcs)`` tensor (NaN where a function returned None). TRL
+        leaves NaN out of its group statistics and sets a NaN advantage to 0, so a group counts as zero when the
+        quantity TRL normalises per group has fewer than two scorable values or zero spread (TRL's own
+        ``isclose(std, 0)`` test; its advantage is then ``0 / (0 + 1e-4)`` up to float rounding). That quantity is
+        the weighted reward sum under ``sum_then_normalize`` (so ``[1, 1, 1, None]`` is zero, as TRL says), and
+        every reward function separately under ``normalize_then_sum`` (a group whose functions vary but whose
+        weighted sum is constant still has non-zero advantages there, and is kept)."""
+        group = self.num_generations
+        if self.multi_objective_aggregation == "sum_then_normalize":
+            weights = self.reward_weights.detach().float().cpu()
+            total = torch.nansum(rewards * weights, dim=1)
+            total[torch.isnan(rewards).all(dim=1)] = torch.nan
+            return _no_spread(total.view(-1, group))
+        per_function = rewards.view(-1, group, rewards.size(1)).transpose(1, 2)  # (groups, funcs, G)
+        return _no_spread(per_function).all(dim=1)
 
     def _mask_zero_variance_groups(self, output: dict, rewards: torch.Tensor) -> None:
-        """Drop this rank's rows of all-equal groups from the loss mask and recount the loss normaliser."""
-        group = self.num_generations
-        weights = self.reward_weights.detach().float().cpu()
-        total = torch.nansum(rewards * weights, dim=1).view(-1, group)
-        all_equal = (total == total[:, :1]).all(dim=1).repeat_interleave(group)
-        n_local = output["completion_mask"].size(0)
+        """Leave this rank's rows of zero-advantage groups out of the loss (not out of the attention mask: TRL's
+        ``completion_mask`` stays as it is; the loss-only mask is multiplied) and recount the loss normaliser."""
+        zero = self._zero_advantage_groups(rewards).repeat_interleave(self.num_generations)
+        completion_mask = output["completion_mask"]
+        n_local = completion_mask.size(0)
         start = self.accelerator.process_index * n_local
-        local = all_equal[start : start + n_local].to(output["completion_mask"].device)
-        output["completion_mask"] = output["completion_mask"] * (~local).unsqueeze(1).int()
-        if "tool_mask" in output:
-            output["tool_mask"] = output["tool_mask"] * (~local).unsqueeze(1).int()
-        loss_mask = output["completion_mask"] if "tool_mask" not in output else output["completion_mask"] * output["tool_mask"]
-        output["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
-        _trl_compat.metrics(self)["train"]["depo/masked_group_share"].append(float(all_equal.float().mean()))
+        keep = (~zero[start : start + n_local]).to(device=completion_mask.device, dtype=completion_mask.dtype)
+        key = _trl_compat.LOSS_ONLY_MASK
+        loss_only = output.get(key)
+        loss_only = torch.ones_like(completion_mask) if loss_only is None else loss_only
+        output[key] = loss_only * keep.unsqueeze(1)
+        output["num_items_in_batch"] = self.accelerator.gather((completion_mask * output[key]).sum()).sum()
+        _trl_compat.metrics(self)["train"]["depo/masked_group_share"].append(float(zero.float().mean()))
 
     # ------------------------------------------------------------------ one round
     @property
@@ -326,50 +446,76 @@ class DEPOTrainer(GRPOTrainer):
             global_prompts = gather_object([self._candidate_prompt(x) for x in inputs])
             prompts = global_prompts[::group]
             metadata = {c: gather_object([x[c] for x in inputs])[::group] for c in self.depo_featurizer.metadata_columns}
-            scores, embed_seconds = self._score(prompts, metadata)
+            environments = gather_object([x.get("environment") for x in inputs])[::group]
+            scores, embed_seconds = self._score(prompts, metadata, environments)
             low, high = self.depo_selector.band
             in_band = (scores.predicted >= low) & (scores.predicted <= high)
             keep_all = Selection(indices=np.arange(len(prompts)), reasons=[REASON_BAND] * len(prompts), in_band=in_band)
-            return _Round(scores, None, keep_all, True, embed_seconds), inputs
+            return _Round(scores, None, keep_all, True, embed_seconds), self._trl_rows(inputs)
 
         n_select = self.args.generation_batch_size // group
         indices, rows = self.depo_candidates.draw(self.train_dataset, self.depo_pool_size)
         prompts = [self._candidate_prompt(row) for row in rows]
         metadata = {c: [row[c] for row in rows] for c in self.depo_featurizer.metadata_columns}
-        scores, embed_seconds = self._score(prompts, metadata)
+        scores, embed_seconds = self._score(prompts, metadata, [row.get("environment") for row in rows])
         selection = self._select(scores, n_select)
         plan = _Round(scores, indices, selection, False, embed_seconds)
 
-        global_rows = [rows[i] for i in selection.indices for _ in range(group)]
+        # Every row its own object: TRL merges rollout_func extra fields into the rows in place, so G references to
+        # one dict would hand every completion of a group the last completion's value.
+        chosen = self._trl_rows([rows[i] for i in selection.indices], drawn=True)
+        global_rows = [copy_row(row) for row in chosen for _ in range(group)]
         per_rank = len(global_rows) // self.accelerator.num_processes
         start = self.accelerator.process_index * per_rank
         return plan, global_rows[start : start + per_rank]
 
     def _select(self, scores: Scores, n_select: int) -> Selection:
         """Rank 0 picks (only it draws from the selection RNG, whose state is the one checkpointed); the pick is
-        broadcast so every rank rolls out the same prompts."""
+        broadcast so every rank rolls out the same prompts. Its positions index rank 0's candidate list, so the
+        ranks first check that their lists agree."""
+        if self.accelerator.num_processes > 1:
+            self._check_same_candidates(scores)
         payload = [self.depo_selector.select(scores, n_select) if self.accelerator.is_main_process else None]
         if self.accelerator.num_processes > 1:
             broadcast_object_list(payload, from_process=0)
         return payload[0]
 
-    def _render(self, prompts: list) -> tuple[list[str], list[list[int]], Any]:
-        """Prompts as the model sees them (chat template applied), their token ids, and the tokenizer."""
+    def _gather_fingerprints(self, fingerprint: str) -> list[str]:
+        return gather_object([fingerprint])
+
+    def _check_same_candidates(self, scores: Scores) -> None:
+        """Every rank draws the same candidates without talking (same seed, same walk); a dataset that differs
+        between ranks (e.g. shuffled per process) would make rank 0's pick roll out other prompts elsewhere and
+        break the G-contiguous layout silently. One cheap digest per rank, compared on every rank, so all fail."""
+        digest = hashlib.blake2b(np.ascontiguousarray(scores.keys, dtype=np.int64).tobytes(), digest_size=8).hexdigest()
+        fingerprints = self._gather_fingerprints(digest)
+        if len(set(fingerprints)) > 1:
+            raise RuntimeError(
+                f"DEPO's ranks drew different candidate prompts this round (fingerprints per rank: {fingerprints}), so "
+                "rank 0's selection cannot be applied. Give every process the same train_dataset in the same order "
+                "(do not shard or shuffle it per process; DEPO and TRL's sampler split the work themselves)."
+            )
+
+    def _render(self, prompts: list, environments: list | None = None) -> tuple[list[str], list[list[int]], Any]:
+        """Prompts as the model sees them, their token ids, and the tokenizer. Rendered by TRL's own generation
+        path, so tools, chat_template, chat_template_kwargs and special tokens match what the policy will see (with
+        several TRL environments, each prompt with its own environment's tools); the text features read the same
+        rendering back."""
         tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
-        texts = [maybe_apply_chat_template({"prompt": p}, tokenizer)["prompt"] for p in prompts]
-        token_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        token_ids = _trl_compat.tokenize_prompts(self, prompts, environments)
+        texts = tokenizer.batch_decode(token_ids, skip_special_tokens=False)
         return texts, token_ids, tokenizer
 
-    def _features(self, prompts: list, metadata: dict | None = None) -> np.ndarray:
+    def _features(self, prompts: list, metadata: dict | None = None, environments: list | None = None) -> np.ndarray:
         """The estimator's inputs for ``prompts`` (all ranks take part: embedding is sharded and gathered)."""
-        texts, token_ids, embeddings, _ = self._prepare(prompts)
+        texts, token_ids, embeddings, _ = self._prepare(prompts, environments)
         keys = np.array([prompt_key(p) for p in prompts], dtype=np.int64)
         return self.depo_selector.featurize(texts, keys=keys, token_counts=[len(t) for t in token_ids],
                                             embeddings=embeddings, metadata=metadata)
 
-    def _prepare(self, prompts: list):
+    def _prepare(self, prompts: list, environments: list | None = None):
         t0 = time.perf_counter()
-        texts, token_ids, tokenizer = self._render(prompts)
+        texts, token_ids, tokenizer = self._render(prompts, environments)
         keys = np.array([prompt_key(p) for p in prompts], dtype=np.int64)
         embeddings = None
         if self.depo_selector.needs_embedding:
@@ -377,9 +523,10 @@ class DEPOTrainer(GRPOTrainer):
             embeddings = self._cached_embeddings(keys, [ids[-limit:] for ids in token_ids], tokenizer.pad_token_id)
         return texts, token_ids, embeddings, time.perf_counter() - t0
 
-    def _score(self, prompts: list, metadata: dict | None = None) -> tuple[Scores, float]:
+    def _score(self, prompts: list, metadata: dict | None = None, environments: list | None = None
+               ) -> tuple[Scores, float]:
         """The engine's scores of ``prompts`` (history is keyed by the raw prompt) and the embedding time."""
-        texts, token_ids, embeddings, embed_seconds = self._prepare(prompts)
+        texts, token_ids, embeddings, embed_seconds = self._prepare(prompts, environments)
         keys = np.array([prompt_key(p) for p in prompts], dtype=np.int64)
         scores = self.depo_selector.score(texts, keys=keys, token_counts=np.array([len(t) for t in token_ids]),
                                           embeddings=embeddings, metadata=metadata or None)
@@ -452,6 +599,7 @@ class DEPOTrainer(GRPOTrainer):
                 break
             else:
                 no_reward_applies += 1
+        self._check_pass_signal_splits(passes, trials)
         if no_reward_applies and len(self.depo_pass_order) < len(self.reward_func_names):
             self._warn_once(
                 "pass_reward_none",
@@ -461,6 +609,26 @@ class DEPOTrainer(GRPOTrainer):
                 "depo_pass_reward unset to fall back to every reward function in order.",
             )
         return passes, trials
+
+    def _check_pass_signal_splits(self, passes: np.ndarray, trials: np.ndarray, rounds: int = 5) -> None:
+        """Warn once when, over the first ``rounds`` labelled rounds, every scored completion passed (or every one
+        failed): the threshold does not split this reward (e.g. a shaped length reward at 0.5), so the estimator
+        cannot tell prompts apart. Training goes on; only the warning is added."""
+        if trials.sum() == 0:
+            return
+        self._depo_pass_tally += (1, passes.sum(), trials.sum())
+        n_rounds, n_passed, n_scored = self._depo_pass_tally
+        if n_rounds == rounds and n_passed in (0, n_scored):
+            names = [self.reward_func_names[i] for i in self.depo_pass_order]
+            self._warn_once(
+                "pass_signal_constant",
+                f"In DEPO's first {rounds} rounds, {'all' if n_passed else 'none'} of {int(n_scored)} scored "
+                f"completions passed (pass reward {names[0] if len(names) == 1 else names} >= depo_pass_threshold="
+                f"{self.args.depo_pass_threshold}), so its estimator cannot tell prompts apart yet. If that reward is "
+                "shaped (a length, a score), set depo_pass_threshold to the value that means a correct answer, or "
+                "depo_pass_reward to a 0/1 reward; if it is 0/1, the prompts so far were all too "
+                f"{'easy' if n_passed else 'hard'} for the policy.",
+            )
 
     def _warn_once(self, what: str, message: str) -> None:
         if what not in self._depo_warned:
@@ -512,7 +680,11 @@ class DEPOTrainer(GRPOTrainer):
         m["depo/filled_share"].append(plan.selection.n_filled / n_chosen)
         m["depo/embed_seconds"].append(plan.embed_seconds)
         m["depo/estimator_seconds"].append(plan.scores.seconds + outcome.seconds)
-        m["depo/estimator_failures"].append(float(self.depo_stats.estimator_failures))
+        # Failures of this round (TRL averages each metric over the rounds of a logging window: a running total
+        # would be averaged into nonsense); the run's total is depo_stats.estimator_failures.
+        failures = self.depo_stats.estimator_failures
+        m["depo/estimator_failures"].append(float(failures - self._depo_failures_logged))
+        self._depo_failures_logged = failures
         labelled = outcome.labelled
         if labelled.any():
             predicted = outcome.predicted[labelled]
@@ -528,21 +700,33 @@ class DEPOTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ state and checkpoints
     def depo_state_dict(self) -> dict[str, Any]:
-        """The engine's state (estimator, history, selection RNG, totals) plus the candidate walk."""
+        """The engine's state (estimator, history, selection RNG, totals) plus the candidate walk and the embedding
+        cache (with ``depo_embedding_refresh_every > 1`` a resumed run must reuse the embeddings the first run
+        would have reused, or its features, and so its picks, diverge)."""
         state = self.depo_selector.state_dict()
         state["candidates"] = self.depo_candidates.state_dict()
         state["warm_started"] = bool(self.depo_warm_started)
+        state["embedding_cache"] = self.depo_embedding_cache.state_dict()
         return state
 
     def load_depo_state_dict(self, state: dict[str, Any]) -> None:
         self.depo_selector.load_state_dict(state)
         self.depo_candidates.load_state_dict(state["candidates"])
         self.depo_warm_started = bool(state.get("warm_started", True))
+        if self.depo_warm_started:
+            self._depo_warm_start_rows = None
+        if "embedding_cache" in state:
+            self.depo_embedding_cache.load_state_dict(state["embedding_cache"])
+        self._depo_failures_logged = self.depo_stats.estimator_failures
+        if self.args.depo_audit_log and self.accelerator.is_main_process:
+            self.depo_decisions.discard_after(self.depo_stats.rounds)
 
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
+        # DEPO's state goes in first: Trainer._save_checkpoint pushes the folder to the hub (push_to_hub) before it
+        # returns, so state written afterwards would be missing from the uploaded checkpoint.
         if self.args.should_save:
             save_state(self.depo_state_dict(), _trl_compat.checkpoint_dir(self, trial))
+        super()._save_checkpoint(model, trial)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)

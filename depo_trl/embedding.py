@@ -1,7 +1,8 @@
 """Policy embeddings of prompts: one no-grad prefill of the model being trained.
 
 The model is called as TRL calls it (so DDP, ZeRO-3, FSDP and PEFT wrappers do their work) with
-``logits_to_keep=1``; a forward hook on the backbone reads its last hidden state, so no
+``logits_to_keep=1``, in eval mode (dropout off: features carry no noise, and no torch RNG is consumed, so training
+draws the same dropout masks it would draw without DEPO), and is put back in the mode it was in; a forward hook on the backbone reads its last hidden state, so no
 ``output_hidden_states`` tuple of every layer is materialised. Prompts are right-padded (causal attention never
 lets a real token see a pad) and pooled by a masked mean or by the last real token.
 """
@@ -53,6 +54,8 @@ def embed_token_ids(
         captured["hidden"] = hidden
 
     handle = backbone.register_forward_hook(hook)
+    was_training = model.training
+    model.eval()
     pooled = []
     try:
         for start in range(0, len(token_ids), batch_size):
@@ -74,6 +77,7 @@ def embed_token_ids(
                 pooled.append((hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0))
     finally:
         handle.remove()
+        model.train(was_training)
     if not pooled:
         return torch.zeros((0, 0), device=device)
     return torch.cat(pooled).to(device)

@@ -19,9 +19,25 @@ from typing import Any
 import numpy as np
 
 
+def _content(value: Any) -> str:
+    """A JSON stand-in for a non-JSON leaf of a prompt (an image, an array, a tensor): a digest of its content, so
+    two equal images are one key however they were loaded (``str()`` of a PIL image names its memory address)."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor
+        value = value.detach().cpu().numpy()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        payload, kind = bytes(value), "bytes"
+    elif hasattr(value, "tobytes"):  # PIL images (mode and size matter too), numpy arrays (dtype and shape)
+        described = [type(value).__name__] + [str(getattr(value, a, "")) for a in ("mode", "size", "dtype", "shape")]
+        payload, kind = value.tobytes(), "|".join(described)
+    else:
+        return str(value)
+    return f"<{kind} {hashlib.blake2b(payload, digest_size=16).hexdigest()}>"
+
+
 def prompt_key(prompt: Any) -> int:
-    """A stable signed 64-bit key for a prompt (a string or a list of chat messages)."""
-    text = prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, default=str)
+    """A stable signed 64-bit key for a prompt (a string or a list of chat messages, whose parts may hold images:
+    those are keyed by their content)."""
+    text = prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, default=_content)
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
 
 

@@ -80,7 +80,8 @@ def test_mask_zero_variance_shrinks_the_loss_normaliser(tokenizer, config_factor
             def _generate_and_score_completions(self, inputs):
                 output = super()._generate_and_score_completions(inputs)
                 normalisers.setdefault(mask, []).append(
-                    (float(output["num_items_in_batch"]), int(output["completion_mask"].sum())))
+                    (float(output["num_items_in_batch"]),
+                     int((output["completion_mask"] * output.get("tool_mask", 1)).sum())))
                 return output
 
         args = config_factory(max_steps=2, depo_warmup_steps=0, depo_mask_zero_variance=mask)
