@@ -239,6 +239,30 @@ def test_train_steps_per_generation(kind, tokenizer, tmp_path):
 
 
 @BOTH_GRPO_SLOW
+def test_one_generation_batch_feeds_steps_per_generation_times_num_iterations_micro_steps(kind, tokenizer, tmp_path):
+    """TRL's test_prepare_input_called_with_correct_data: gradient_accumulation_steps=3, steps_per_generation=4,
+    num_iterations=2, 6 rows per micro-step, G = 4: a generation batch of 24 rows (6 prompts) serves 8 micro-steps."""
+    trainer = build(kind, tokenizer, tmp_path, gradient_accumulation_steps=3, steps_per_generation=4, num_iterations=2,
+                    per_device_train_batch_size=6, max_steps=3, shuffle_dataset=False)
+    calls = {"micro_steps": 0, "rounds": 0}
+    step, generate = trainer.training_step, trainer._generate_and_score_completions
+
+    def counting_step(*args, **kwargs):
+        calls["micro_steps"] += 1
+        return step(*args, **kwargs)
+
+    def counting_generate(inputs):
+        calls["rounds"] += 1
+        assert len(inputs) == 24  # the whole generation batch: 6 prompts x 4 completions
+        return generate(inputs)
+
+    trainer.training_step, trainer._generate_and_score_completions = counting_step, counting_generate
+    train_and_check(trainer)
+    assert calls == {"micro_steps": 9, "rounds": 2}  # rounds at micro-steps 0 and 8
+    assert len(trainer.rounds_seen) == 2
+
+
+@BOTH_GRPO_SLOW
 def test_train_beta_non_zero_and_sync_ref_model(kind, tokenizer, tmp_path):
     from depo_trl.tiny import build_model
 
@@ -306,10 +330,14 @@ def test_train_with_config_option(kind, knob, tokenizer, tmp_path):
                     changed="some" if knob == "entropy_filter" else "all")
 
 
-def test_train_with_eval_is_not_filtered(tokenizer, tmp_path):
+@pytest.mark.parametrize("eval_options", [{}, {"num_generations_eval": 2, "eval_on_start": True}],
+                         ids=["eval", "num_generations_eval+eval_on_start"])
+def test_train_with_eval_is_not_filtered(eval_options, tokenizer, tmp_path):
     trainer = build("depo", tokenizer, tmp_path, eval_strategy="steps", eval_steps=2, per_device_eval_batch_size=8,
-                    trainer_kwargs={"eval_dataset": letters_dataset(16, seed=1)})
+                    trainer_kwargs={"eval_dataset": letters_dataset(16, seed=1)}, **eval_options)
     train_and_check(trainer)
+    if eval_options:
+        assert len([h for h in trainer.state.log_history if "eval_reward" in h]) == 2  # at the start and step 2
     rounds = trainer.depo_stats.rounds
     metrics = trainer.evaluate()
     assert "eval_reward" in metrics and "eval_loss" in metrics
@@ -422,6 +450,26 @@ def test_pass_order_rule_per_group(tokenizer, tiny_model, tmp_path):
     with pytest.warns(RuntimeWarning, match=r"2 of 4 prompts this round got None from every pass reward \['first'\]"):
         passes, trials = trainer._group_outcomes(rewards, 4)
     assert passes.tolist() == [3, 0, 0, 0] and trials.tolist() == [4, 0, 0, 0]
+
+
+def test_a_pass_threshold_that_never_splits_is_warned_about_once(tokenizer, tiny_model, tmp_path):
+    """TRL's length rewards pass everything at the default threshold 0.5: DEPO says so after 5 rounds."""
+    trainer = DEPOTrainer(model=tiny_model, reward_funcs=reward_len, args=make_config(tmp_path, **FILTER_NOW),
+                          train_dataset=letters_dataset(32), processing_class=tokenizer)
+    lengths = torch.arange(16, dtype=torch.float32).view(16, 1) + 1  # G = 4, 4 groups, every reward >= 0.5
+    for _ in range(4):
+        trainer._group_outcomes(lengths, 4)
+    with pytest.warns(RuntimeWarning, match=r"first 5 rounds, all of 80 scored completions passed.*reward_len"):
+        trainer._group_outcomes(lengths, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        trainer._group_outcomes(lengths, 4)  # once only
+    mixed = DEPOTrainer(model=tiny_model, reward_funcs=reward_len, args=make_config(tmp_path, **FILTER_NOW),
+                        train_dataset=letters_dataset(32), processing_class=tokenizer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(6):
+            mixed._group_outcomes(lengths - 8, 4)  # some fail: the threshold splits
 
 
 @BOTH_GRPO_SLOW
