@@ -63,8 +63,9 @@ SIZES = {
 }
 REGIMES = ("balanced", "hard", "easy")
 
-# The predictor study's best configuration (set from its results; see docs/benchmarks.md).
-BEST_DEPO: dict = {}
+# The predictor study's best configuration (issue 9: the hierarchical estimator, a content prior per prompt updated
+# by the prompt's own record; the embedding reduction default, PCA, is already the package default).
+BEST_DEPO: dict = {"depo_estimator": "hierarchical"}
 # name -> (trainer key in e2e_methods.METHODS, overrides: DEPOConfig/GRPOConfig fields or trainer keyword arguments)
 METHODS: dict[str, tuple[str, dict]] = {
     "GRPO": ("GRPO", {}),

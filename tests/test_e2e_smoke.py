@@ -198,7 +198,7 @@ def test_quick_benchmark_end_to_end(tmp_path):
             last[0] = reward.calls
 
     spec = e2e_task.TaskSpec(**TINY_SPEC)
-    methods = ["GRPO", "DS", "GRESO", "MoPPS", "DEPO", "DEPO-w0=DEPO:depo_warmup_steps=0"]
+    methods = ["GRPO", "DS", "GRESO", "MoPPS", "DEPO", "DEPO-best", "DEPO-w0=DEPO:depo_warmup_steps=0"]
     payload = e2e.run_benchmark(
         dict(TINY_SIZE), spec, methods, ["balanced", "hard"], [0, 1], "e2e_test", "test", str(docs),
         out_dir=str(tmp_path / "out"), runs_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"),
