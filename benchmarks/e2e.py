@@ -58,7 +58,7 @@ SECTION = "e2e"
 SIZES = {
     "quick": {"n_train": 128, "n_heldout": 42, "prompts_per_step": 8, "group": 8, "steps": 6, "eval_every": 3,
               "eval_samples": 2, "lr": 3e-4, "seeds": [0]},
-    "full": {"n_train": 512, "n_heldout": 140, "prompts_per_step": 16, "group": 8, "steps": 60, "eval_every": 6,
+    "full": {"n_train": 512, "n_heldout": 140, "prompts_per_step": 16, "group": 8, "steps": 40, "eval_every": 5,
              "eval_samples": 3, "lr": 3e-4, "seeds": [0, 1, 2]},
 }
 REGIMES = ("balanced", "hard", "easy")
