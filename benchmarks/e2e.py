@@ -439,12 +439,15 @@ def docs_body(payload: dict, png_rel: dict[str, str]) -> str:
     meta, size, task = payload["meta"], payload["meta"]["size"], payload["meta"]["task"]
     profile = payload["warm_start"]["profile"]
     regimes = meta["regimes"]
+    all_runs = [r for runs in payload["runs"].values() for r in runs]
+    n_runs, run_seconds = len(all_runs), sum(r["total_seconds"] for r in all_runs)
     setup = (
         f"Command: `{meta['command']}` ({len(meta['seeds'])} training seeds: {meta['seeds']}). Machine: "
         f"{meta['machine']}; load average when started: {meta['load_average_start']}. The cores are shared: ratios "
         f"measured side by side are what to quote, not absolute times. This invocation took "
         f"{meta['total_seconds']:.0f} s ({meta['runs_reused']} runs reused from earlier invocations with the same "
-        f"settings and code; per-run JSON in `{meta['runs_dir']}/`)."
+        f"settings and code; per-run JSON in `{meta['runs_dir']}/`); the {n_runs} runs shown took {run_seconds:.0f} s "
+        f"in all (training + evaluation)."
     )
     mixes = "; ".join(
         f"`{r}`: " + ", ".join(f"{c} {v:.0%}" for c, v in profile["regimes"][r]["mix"].items() if v > 0)
