@@ -311,7 +311,7 @@ def warm_start_profile(model, tokenizer, spec, seed: int, per_length: int, sampl
 def run_benchmark(size: dict, spec, methods: list[str], regimes: list[str], seeds: list[int], name: str,
                   command: str, docs_path: str | None, section: str = SECTION, out_dir: str = RESULTS,
                   runs_dir: str = RUNS, threads: int = 1, cache_dir: str | None = None, reward_func=None,
-                  fresh: bool = False, log=print) -> dict:
+                  fresh: bool = False, cached_only: bool = False, log=print) -> dict:
     """Warm start (cached), every regime x seed x method (per-run JSON, reused when unchanged), analysis, JSON,
     plots and (if ``docs_path``) the docs section."""
     import warnings
@@ -373,6 +373,9 @@ def run_benchmark(size: dict, spec, methods: list[str], regimes: list[str], seed
                                 saved["key"]["code"] = fingerprint
                                 with open(path, "w") as f:
                                     json.dump(saved, f, indent=1, default=float)
+                    if result is None and cached_only:
+                        log(f"[{regime} {method.label} s{seed}] not run yet: left out (--cached-only)")
+                        continue
                     if result is None:
                         result = run_method(method, size, spec, warm_state, train, heldout, seed, workdir,
                                             reward_func=reward_func, log=log)
@@ -408,6 +411,9 @@ def run_benchmark(size: dict, spec, methods: list[str], regimes: list[str], seed
                        "profile": profile},
         "runs": by_regime,
     }
+    by_regime = {regime: runs for regime, runs in by_regime.items() if runs}
+    payload["runs"] = by_regime
+    payload["meta"]["regimes"] = [r for r in regimes if r in by_regime]
     payload["analysis"] = {regime: A.analyse_regime(runs) for regime, runs in by_regime.items()}
     payload["verdicts"] = {regime: A.verdicts(regime, a) for regime, a in payload["analysis"].items()}
     os.makedirs(out_dir, exist_ok=True)
@@ -541,6 +547,8 @@ def main(argv=None):
                                                      f"{os.path.relpath(DOCS)}; --quick only when given)")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite the docs section")
     parser.add_argument("--fresh", action="store_true", help="rerun every run, even when a saved one matches")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="train nothing: tables, plots and docs from the saved runs that match (others left out)")
     parser.add_argument("--render", metavar="JSON", default=None,
                         help="no training: redraw the tables, PNGs and docs section from a saved results JSON")
     args = parser.parse_args(argv)
@@ -570,7 +578,7 @@ def main(argv=None):
     docs = None if args.no_docs else args.docs if args.docs is not None else (None if args.quick else DOCS)
     return run_benchmark(size, e2e_task.TaskSpec(), methods, regimes, seeds, name, command.strip(), docs,
                          section=args.section, out_dir=args.out, runs_dir=QUICK_RUNS if args.quick else RUNS,
-                         threads=args.threads, fresh=args.fresh)
+                         threads=args.threads, fresh=args.fresh, cached_only=args.cached_only)
 
 
 if __name__ == "__main__":
