@@ -414,6 +414,8 @@ def run_benchmark(size: dict, spec, methods: list[str], regimes: list[str], seed
     by_regime = {regime: runs for regime, runs in by_regime.items() if runs}
     payload["runs"] = by_regime
     payload["meta"]["regimes"] = [r for r in regimes if r in by_regime]
+    payload["meta"]["missing"] = [f"{r} {m.label} s{seed}" for r in regimes for m in specs for seed in seeds
+                                  if not any(x["method"] == m.label and x["seed"] == seed for x in by_regime.get(r, []))]
     payload["analysis"] = {regime: A.analyse_regime(runs) for regime, runs in by_regime.items()}
     payload["verdicts"] = {regime: A.verdicts(regime, a) for regime, a in payload["analysis"].items()}
     os.makedirs(out_dir, exist_ok=True)
@@ -501,6 +503,9 @@ def docs_body(payload: dict, png_rel: dict[str, str]) -> str:
         parts.append(regime_text(regime, payload))
         if regime in png_rel:
             parts.append(f"![{regime}: held-out accuracy vs completions]({png_rel[regime]})")
+    if meta.get("missing"):
+        parts.append(f"Not run (no saved result; left out of the tables above): {len(meta['missing'])} runs: "
+                     + ", ".join(meta["missing"]) + ".")
     parts.append(f"Full numbers: `benchmarks/results/{meta['name']}.json`.")
     return "\n\n".join(parts)
 
