@@ -136,7 +136,7 @@ class PromptSelector:
         estimator_kwargs: dict | None = None,
         features: Sequence[str] = ("length", "history"),
         feature_options: dict[str, dict] | None = None,
-        embedding_dim: int = 64,
+        embedding_dim: int = 16,
         selection: str = "band",
         band: tuple[float, float] = (0.15, 0.85),
         exploration: float = 0.1,
