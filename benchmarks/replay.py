@@ -123,96 +123,61 @@ def load_replay(n_prompts: int | None = None, epochs: int | None = None, seed: i
 
 # ----------------------------------------------------------------------------- DEPO
 class DEPOSelector(Selector):
-    """DEPO over the whole pool: featurise, predict the pass rate, let the selection policy pick the budget; learn
-    (estimator and history) only from the groups rolled out."""
+    """DEPO over the whole pool, driven through the engine users run (``depo_trl.PromptSelector``): score the pool,
+    let the selection policy pick the budget, learn (estimator and history) only from the groups rolled out."""
 
     def __init__(
         self,
         n_prompts: int,
         group_size: int,
         estimator: str,
-        policy: Callable,
+        policy: str,
         feature_names: Sequence[str],
         texts: Sequence[str],
         low: float,
         high: float,
         exploration: float,
         revisit_after: float | None = None,
+        estimator_kwargs: dict | None = None,
+        feature_options: dict | None = None,
     ):
-        from depo_trl.estimators import make_estimator
-        from depo_trl.features import CandidateBatch
-        from depo_trl.history import PromptHistory, prompt_key
+        from depo_trl.engine import PromptSelector
+        from depo_trl.history import prompt_key
 
         super().__init__(n_prompts, group_size)
-        self.estimator = make_estimator(estimator)
-        self.history = PromptHistory()
-        self.policy, self.low, self.high, self.exploration = policy, low, high, exploration
-        self.revisit_after = revisit_after
+        self.engine = PromptSelector(
+            group_size,
+            estimator=estimator,
+            estimator_kwargs=estimator_kwargs,
+            features=list(feature_names),
+            feature_options=feature_options,
+            selection=policy,
+            band=(low, high),
+            exploration=exploration,
+            revisit_after=revisit_after,
+        )
         self.texts = list(texts)
         self.keys = np.array([prompt_key(t) for t in self.texts], dtype=np.int64)
-        self._batch = CandidateBatch
-        full = CandidateBatch(keys=self.keys, texts=self.texts)
-        self.featurizer = common.build_featurizer(feature_names, fit_batch=full)
-        # Content-only groups do not change between epochs: compute them once for the whole pool.
-        self.static = {
-            i: np.asarray(g.transform(full, None), dtype=np.float64)
-            for i, g in enumerate(self.featurizer.groups)
-            if g.name != "history"
-        }
-        self._pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.estimator = self.engine.estimator
+        self._pending = None
         self.predicted, self.observed = [], []  # predicted vs observed pass rate of rolled-out groups
 
-    def features(self, pool: np.ndarray) -> np.ndarray:
-        blocks = []
-        for i, group in enumerate(self.featurizer.groups):
-            if i in self.static:
-                blocks.append(self.static[i][pool])
-            else:
-                batch = self._batch(keys=self.keys[pool], texts=[self.texts[j] for j in pool])
-                blocks.append(np.asarray(group.transform(batch, self.history), dtype=np.float64))
-        return np.hstack(blocks) if blocks else np.zeros((len(pool), 0))
-
     def choose(self, round_index, pool, budget, rng):
-        X = self.features(pool)
-        keys = self.keys[pool]
-        p = np.clip(np.asarray(self.estimator.predict_pass_rate(X, keys=keys), dtype=np.float64), 0.0, 1.0)
-        if p.shape != (len(pool),) or not np.isfinite(p).all():
-            raise RuntimeError(f"estimator returned {p.shape} / non-finite predictions for {len(pool)} prompts")
-        try:
-            u = self.estimator.predict_uncertainty(X, keys=keys)
-            u = None if u is None else np.asarray(u, dtype=np.float64)
-        except Exception:  # optional API
-            u = None
-        rounds_since = None
-        if self.revisit_after is not None:
-            seen = self.history.lookup(keys)
-            rounds_since = np.where(seen["seen"] > 0, seen["rounds_since"], np.nan)
-        local = np.asarray(
-            self.policy(
-                p,
-                u,
-                budget,
-                self.group_size,
-                self.low,
-                self.high,
-                self.exploration,
-                rng,
-                rounds_since=rounds_since,
-                revisit_after=self.revisit_after,
-            ),
-            dtype=np.int64,
-        )
-        self._pending = (local, X[local], p[local])
-        return pool[local]
+        self.engine.rng = rng  # the harness's seeded generator drives every random choice of the run
+        scores = self.engine.score([self.texts[j] for j in pool], keys=self.keys[pool])
+        if scores.failed:
+            raise RuntimeError(f"estimator {type(self.estimator).__name__} failed to predict")
+        choice = self.engine.select(scores, budget)
+        self._pending = (scores, choice.indices)
+        return pool[choice.indices]
 
     def observe(self, round_index, indices, passes):
-        _local, X, p = self._pending
+        scores, local = self._pending
         passes = np.asarray(passes, dtype=np.float64)
         trials = np.full(len(indices), float(self.group_size))
-        self.predicted.append(p)
+        outcome = self.engine.observe(scores, local, passes, trials)
+        self.predicted.append(outcome.predicted)
         self.observed.append(passes / self.group_size)
-        self.estimator.partial_fit(X, passes, trials, keys=self.keys[indices])
-        self.history.update(self.keys[indices], passes, trials)
 
 
 # ---------------------------------------------------------------------------- harness
@@ -294,16 +259,16 @@ def build_methods(data: ReplayData, args) -> tuple[dict[str, Callable[[], Select
     }
     notes: list[str] = []
     estimators = common.registered_estimators()
-    policies = common.selection_policies()
-    features = common.content_feature_names(include_history=True)
-    for est in estimators:
+    policies = common.selection_policy_names()
+    for est, cls in estimators.items():
         if args.estimators and est not in args.estimators:
             continue
-        for pol_name, pol in policies.items():
+        features, options = common.feature_plan(cls, include_history=True)
+        for pol_name in policies:
             if args.policies and pol_name not in args.policies:
                 continue
             key = f"depo:{est}:{pol_name}"
-            methods[key] = lambda est=est, pol=pol: DEPOSelector(
+            methods[key] = lambda est=est, pol=pol_name, features=features, options=options: DEPOSelector(
                 n,
                 GROUP_SIZE,
                 est,
@@ -314,6 +279,7 @@ def build_methods(data: ReplayData, args) -> tuple[dict[str, Callable[[], Select
                 args.band_high,
                 args.exploration,
                 args.revisit_after,
+                feature_options=options,
             )
             info[key] = {
                 "label": f"DEPO {est} / {pol_name}",
@@ -321,6 +287,7 @@ def build_methods(data: ReplayData, args) -> tuple[dict[str, Callable[[], Select
                 "estimator": est,
                 "policy": pol_name,
                 "features": features,
+                "feature_options": options,
             }
     logged = data.outcomes >= 0
     rate = (is_useful(data.outcomes, GROUP_SIZE) & logged).sum(axis=1) / np.maximum(logged.sum(axis=1), 1)

@@ -23,6 +23,7 @@ OVERRIDDEN_METHODS = (
     "_save_checkpoint",  # DEPO state goes beside the model checkpoint
     "_load_optimizer_and_scheduler",  # ... and comes back on resume
     "_set_signature_columns_if_needed",  # sets `_signature_columns`, the columns remove_unused_columns keeps
+    "_get_train_sampler",  # TRL's RepeatSampler, cut into DEPO epochs (depo_trl.epochs)
 )
 
 #: Private GRPOTrainer methods DEPOTrainer calls.

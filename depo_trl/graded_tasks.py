@@ -16,6 +16,12 @@ Families (level meaning in brackets):
 - ``reverse_word``: a word spelled backwards [word length 3, 4-5, 6-7, 8+].
 - ``unit_convert``: units to smaller units [factor 10/100/1000 or 60/24/12/7, times a 1- or 2-digit amount].
 - ``letter_at``: the first, last, second or third-to-last letter of a word [in that order].
+- ``copy_word``: repeat a word [word length 3, 4-5, 6-7, 8+].
+- ``capital``: the capital city of a country [from the best known countries to less known ones].
+- ``plural``: the plural of a noun [+s, +es, y -> ies, irregular].
+- ``opposite``: the antonym of an adjective or adverb [from the most common pairs to rarer ones].
+
+A gold answer may list alternatives separated by ``|`` (``small|little``); any of them passes.
 
 ``graded_dataset(n, families, levels, seed)`` spreads ``n`` distinct prompts evenly over the chosen
 (family, level) cells; ``graded_reward(completions, answer, answer_kind)`` is TRL's reward signature and binary.
@@ -23,7 +29,8 @@ Families (level meaning in brackets):
 Answer parsing (``extract_answer``) reads the first non-empty line of the completion, and within it the text
 after the last "answer is" / "answer:" / "=" / " is " when present (so "3 + 4 = 7" and "The answer is 7" both
 give 7); a ``number`` is the first number there (``1,234`` and ``7.0`` are 1234 and 7), a ``word`` the first word
-with quotes and punctuation stripped (case-insensitive), a ``choice`` the first of the allowed words that occurs.
+with quotes and punctuation stripped (case-insensitive; the line's first word is accepted too, for "Paris is the
+capital"), a ``choice`` the first of the allowed words that occurs.
 """
 
 from __future__ import annotations
@@ -43,6 +50,10 @@ FAMILIES = (
     "reverse_word",
     "unit_convert",
     "letter_at",
+    "copy_word",
+    "capital",
+    "plural",
+    "opposite",
 )
 LEVELS = (1, 2, 3, 4)
 ANSWER_KINDS = ("number", "word", "choice")
@@ -170,6 +181,78 @@ def _letter_at(rng, level):
     return f"What is the {where} letter of the word '{word}'? {_JUST_LETTER}", word[index], "word"
 
 
+def _copy_word(rng, level):
+    lo, hi = {1: (3, 3), 2: (4, 5), 3: (6, 7), 4: (8, 99)}[level]
+    word = rng.choice(_words(lo, hi))
+    return f"Repeat the word '{word}'. {_JUST_WORD}", word, "word"
+
+
+# Single-word capitals only, so "the first word of the answer" is the whole answer.
+CAPITALS = {
+    1: {"France": "Paris", "Italy": "Rome", "Japan": "Tokyo", "England": "London", "Spain": "Madrid",
+        "Germany": "Berlin", "Russia": "Moscow", "China": "Beijing", "Egypt": "Cairo", "Greece": "Athens"},
+    2: {"Ireland": "Dublin", "Austria": "Vienna", "Portugal": "Lisbon", "Norway": "Oslo", "Sweden": "Stockholm",
+        "Denmark": "Copenhagen", "Poland": "Warsaw", "Canada": "Ottawa", "Thailand": "Bangkok", "Cuba": "Havana"},
+    3: {"Australia": "Canberra", "Turkey": "Ankara", "Brazil": "Brasilia", "Kenya": "Nairobi", "Peru": "Lima",
+        "Hungary": "Budapest", "Finland": "Helsinki", "Chile": "Santiago", "Iran": "Tehran"},
+    4: {"Mongolia": "Ulaanbaatar", "Nigeria": "Abuja", "Kazakhstan": "Astana", "Bolivia": "Sucre",
+        "Morocco": "Rabat", "Ghana": "Accra", "Nepal": "Kathmandu", "Uruguay": "Montevideo", "Latvia": "Riga"},
+}
+
+
+def _capital(rng, level):
+    country = rng.choice(sorted(CAPITALS[level]))
+    return (f"What is the capital city of {country}? Reply with only the city name.",
+            CAPITALS[level][country], "word")
+
+
+PLURALS = {
+    1: ["cat", "dog", "book", "car", "tree", "bird", "cup", "pen", "hat", "star", "door", "apple", "table",
+        "river", "flower", "garden", "window", "chair", "lamp", "shoe"],
+    2: ["box", "bus", "dish", "glass", "fox", "church", "brush", "class", "watch", "kiss", "dress", "match",
+        "beach", "bench", "wish", "tax", "lunch", "peach", "boss", "couch"],
+    3: ["baby", "city", "party", "story", "lady", "puppy", "family", "cherry", "country", "body", "penny",
+        "berry", "army", "library", "hobby", "diary", "fly", "pony", "spy", "candy"],
+    4: ["child", "mouse", "man", "woman", "foot", "tooth", "goose", "person", "ox", "leaf", "knife", "wolf",
+        "life", "wife", "half", "shelf", "cactus", "fungus", "crisis", "thief"],
+}
+_IRREGULAR = {"child": "children", "mouse": "mice", "man": "men", "woman": "women", "foot": "feet",
+              "tooth": "teeth", "goose": "geese", "person": "people|persons", "ox": "oxen", "leaf": "leaves",
+              "knife": "knives", "wolf": "wolves", "life": "lives", "wife": "wives", "half": "halves",
+              "shelf": "shelves", "cactus": "cacti|cactuses", "fungus": "fungi|funguses", "crisis": "crises",
+              "thief": "thieves"}
+
+
+def _plural(rng, level):
+    noun = rng.choice(PLURALS[level])
+    answer = {1: noun + "s", 2: noun + "es", 3: noun[:-1] + "ies"}.get(level) or _IRREGULAR[noun]
+    return f"What is the plural of the word '{noun}'? {_JUST_WORD}", answer, "word"
+
+
+OPPOSITES = {
+    1: {"hot": "cold", "big": "small|little", "up": "down", "yes": "no", "day": "night", "good": "bad",
+        "happy": "sad|unhappy", "fast": "slow", "open": "closed|close|shut", "black": "white", "in": "out",
+        "old": "new|young", "tall": "short", "wet": "dry", "full": "empty"},
+    2: {"heavy": "light", "early": "late", "rich": "poor", "hard": "soft|easy", "loud": "quiet|soft",
+        "strong": "weak", "clean": "dirty", "thick": "thin", "cheap": "expensive", "deep": "shallow",
+        "wide": "narrow", "sweet": "sour|bitter", "inside": "outside", "above": "below|beneath", "first": "last"},
+    3: {"ancient": "modern|new", "brave": "cowardly|scared|afraid", "generous": "stingy|selfish|mean",
+        "polite": "rude|impolite", "humble": "proud|arrogant", "rough": "smooth", "victory": "defeat|loss",
+        "accept": "reject|refuse|decline", "maximum": "minimum", "arrive": "depart|leave", "rare": "common",
+        "increase": "decrease", "entrance": "exit", "friend": "enemy|foe", "success": "failure"},
+    4: {"transparent": "opaque", "verbose": "concise|terse|brief", "frugal": "extravagant|wasteful",
+        "benevolent": "malevolent|cruel|evil", "optimist": "pessimist", "ascend": "descend",
+        "temporary": "permanent", "scarce": "abundant|plentiful", "artificial": "natural", "expand":
+        "contract|shrink", "vertical": "horizontal", "external": "internal", "voluntary": "involuntary|mandatory|compulsory",
+        "synonym": "antonym", "convex": "concave"},
+}
+
+
+def _opposite(rng, level):
+    word = rng.choice(sorted(OPPOSITES[level]))
+    return f"What is the opposite of the word '{word}'? {_JUST_WORD}", OPPOSITES[level][word], "word"
+
+
 GENERATORS: dict[str, Callable[[random.Random, int], tuple[str, str, str]]] = {
     "add": _add,
     "sub": _sub,
@@ -181,6 +264,10 @@ GENERATORS: dict[str, Callable[[random.Random, int], tuple[str, str, str]]] = {
     "reverse_word": _reverse_word,
     "unit_convert": _unit_convert,
     "letter_at": _letter_at,
+    "copy_word": _copy_word,
+    "capital": _capital,
+    "plural": _plural,
+    "opposite": _opposite,
 }
 assert tuple(GENERATORS) == FAMILIES
 
@@ -204,7 +291,7 @@ def graded_rows(n: int, families: Sequence[str] | None = None, levels: Sequence[
         raise ValueError(f"graded_dataset needs n >= 1 prompts, got {n}.")
     families = _check_choice("families", families, FAMILIES)
     levels = _check_choice("levels", levels, LEVELS)
-    cells = [(f, lvl) for f in families for lvl in levels]
+    cells = [(f, lvl) for lvl in levels for f in families]  # level-major: a small n still covers every family
     rng = random.Random(seed)
     seen: set[str] = set()
     rows = []
@@ -287,6 +374,16 @@ def extract_answer(text: str, kind: str, choices: Sequence[str] = PARITY_CHOICES
     return match.group().lower() if match else None
 
 
+def answer_candidates(text: str, kind: str) -> set[str]:
+    """What ``graded_reward`` accepts as the completion's answer: ``extract_answer``, and for a ``word`` also the
+    line's first word ("Paris is the capital of France.")."""
+    found = {extract_answer(text, kind)}
+    if kind == "word":
+        first = _WORD.search(_first_line(text))
+        found.add(first.group().lower() if first else None)
+    return found - {None}
+
+
 def _normalise_gold(answer: str, kind: str) -> str:
     if kind == "number":
         value = _to_number(str(answer).strip())
@@ -297,7 +394,7 @@ def _normalise_gold(answer: str, kind: str) -> str:
 
 
 def _infer_kind(answer: str) -> str:
-    return "number" if _to_number(str(answer).strip()) is not None else "word"
+    return "number" if _to_number(str(answer).split("|")[0].strip()) is not None else "word"
 
 
 def graded_reward(completions, answer, answer_kind=None, **kwargs) -> list[float]:
@@ -313,8 +410,8 @@ def graded_reward(completions, answer, answer_kind=None, **kwargs) -> list[float
     kinds = list(answer_kind) if answer_kind is not None else [_infer_kind(a) for a in answer]
     rewards = []
     for completion, gold, kind in zip(completions, answer, kinds):
-        given = extract_answer(completion_text(completion), kind)
-        rewards.append(1.0 if given is not None and given == _normalise_gold(gold, kind) else 0.0)
+        accepted = {_normalise_gold(g, kind) for g in str(gold).split("|")}
+        rewards.append(1.0 if answer_candidates(completion_text(completion), kind) & accepted else 0.0)
     return rewards
 
 

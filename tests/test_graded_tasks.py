@@ -10,7 +10,7 @@ from depo_trl import graded_tasks as gt
 from depo_trl.graded_tasks import extract_answer, graded_dataset, graded_reward, graded_rows
 
 
-def _solve(question: str, family: str) -> str:
+def _solve(question: str, family: str, level: int) -> str:
     """An independent solver of every family, from the question text alone."""
     quoted = re.findall(r"'([^']*)'", question)
     numbers = [int(x) for x in re.findall(r"\d+", question)]
@@ -35,6 +35,15 @@ def _solve(question: str, family: str) -> str:
                    ("months", "years"): 12}
         small, amount, big = re.search(r"How many (\w+) are in (\d+) (\w+)\?", question).groups()
         return str(int(amount) * factors[(small, big)])
+    if family == "copy_word":
+        return quoted[0]
+    if family == "capital":
+        return gt.CAPITALS[level][re.search(r"capital city of (\w+)\?", question).group(1)]
+    if family == "plural":
+        noun = quoted[0]
+        return {1: noun + "s", 2: noun + "es", 3: noun[:-1] + "ies"}.get(level) or gt._IRREGULAR[noun]
+    if family == "opposite":
+        return gt.OPPOSITES[level][quoted[0]]
     if family == "letter_at":
         index = {"first": 0, "last": -1, "second": 1, "third-to-last": -3}[question.split()[3]]
         return quoted[0][index]
@@ -47,7 +56,7 @@ def test_every_family_and_level_gives_correct_answers():
     for row in rows:
         question = row["prompt"][0]["content"]
         assert row["prompt"][0]["role"] == "user" and "Reply with only" in question
-        assert row["answer"] == _solve(question, row["family"]), question
+        assert row["answer"] == _solve(question, row["family"], row["level"]), question
         assert row["answer_kind"] in gt.ANSWER_KINDS
         seen.add((row["family"], row["level"]))
     assert seen == {(f, lvl) for f in gt.FAMILIES for lvl in gt.LEVELS}
@@ -134,5 +143,15 @@ def test_reward_of_gold_answers_is_one_on_a_whole_dataset():
     rows = graded_rows(120, seed=11)
     answers = [r["answer"] for r in rows]
     kinds = [r["answer_kind"] for r in rows]
-    assert graded_reward(answers, answers, kinds) == [1.0] * len(rows)
+    assert graded_reward([a.replace("|", " or ") for a in answers], answers, kinds) == [1.0] * len(rows)
     assert graded_reward([f"The answer is {a}." for a in answers], answers, kinds) == [1.0] * len(rows)
+    firsts = [a.split("|")[0] for a in answers]
+    assert graded_reward(firsts, answers, kinds) == [1.0] * len(rows)
+
+
+def test_word_answers_accept_alternatives_and_a_leading_answer():
+    assert graded_reward(["Paris is the capital of France.", "The capital is Paris", "Lyon"], ["Paris"] * 3,
+                         ["word"] * 3) == [1.0, 1.0, 0.0]
+    assert graded_reward(["little", "Small.", "large"], ["small|little"] * 3, ["word"] * 3) == [1.0, 1.0, 0.0]
+    rows = graded_rows(56, seed=0)  # one per cell: a small n still covers every family
+    assert {r["family"] for r in rows} == set(gt.FAMILIES)
