@@ -69,7 +69,9 @@ class DEPOConfig(GRPOConfig):
         depo_warm_start_path (`str`, *optional*):
             A JSONL of measured pass rates (`prompt`/`problem` + `pass_rate`/`successes_of_N`/`passes`,`trials`) to
             fit the estimator on before the first round, with the same features as training (embeddings from the
-            initial policy).
+            initial policy). Plain-string prompts are rendered like the training prompts: when those are chats, the
+            string becomes the last user turn of the first training prompt (same system prompt), so features and
+            prompt keys match. With `metadata` features every row must carry the metadata columns.
         depo_warm_start_max_prompts (`int`, *optional*, defaults to `4096`):
             Most rows read from `depo_warm_start_path`.
         depo_pass_reward (`str`, *optional*):

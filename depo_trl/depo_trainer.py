@@ -19,7 +19,10 @@ Featurising, predicting, selecting and learning are the framework-agnostic engin
 model, gather/broadcast across ranks, the U x G row layout, reward capture, metrics and checkpoints.
 
 During ``depo_warmup_steps`` (or when K = 1) step 1-4 are replaced by GRPO's own batch, untouched: the trainer
-behaves exactly like ``GRPOTrainer`` while the estimator learns. Evaluation is never filtered. With nothing to choose
+behaves exactly like ``GRPOTrainer`` while the estimator learns (the embedding prefill runs in eval mode and draws no
+torch RNG). Evaluation is never filtered. Every row handed to TRL is its own object with exactly the columns TRL's
+dataloader would give it. An epoch is one pass of the candidate walk (``depo_trl.epochs``): TRL's dataloader is cut
+to that many rounds, and once filtering has begun its batches (which DEPO ignores) are not read from the dataset. With nothing to choose
 from (a TRL environment owns the data, or the dataset holds no more than U prompts) the whole run is plain GRPO.
 """
 

@@ -68,7 +68,11 @@ def test_controlled_difficulty_depo_rolls_out_the_informative_prompts(tokenizer,
     # A small learning rate keeps the policy (and so its prompt embeddings) from drifting much in 16 steps;
     # the test is about selection, not about the policy learning a reward that ignores it.
     common = dict(max_steps=steps, per_device_train_batch_size=32, learning_rate=1e-5)
-    args = config_factory(**common, depo_warmup_steps=warmup, depo_exploration=0.05)
+    # The embedding group's PCA is fitted on the first fit_samples embeddings and outputs zeros until then (256 by
+    # default: 7 filtered rounds of this 16-step run). 16 = two warm-up rounds of 8 prompts, so the embedding can
+    # tell the kinds apart from the first filtered round. (With fit_samples=32, coin share was 0.79 here.)
+    args = config_factory(**common, depo_warmup_steps=warmup, depo_exploration=0.05,
+                          depo_feature_options={"embedding": {"fit_samples": 16}})
 
     rolled_kinds = []
 
