@@ -1,7 +1,9 @@
 """Every reliance on a private TRL / transformers name lives here.
 
 DEPOTrainer overrides a few private methods of ``trl.GRPOTrainer`` narrowly (each calls ``super()``), calls one
-(``_tokenize_prompts``, to render candidates exactly as generation does) and reads a few private attributes. This module checks they exist when the package is imported, so a TRL release that
+(``_tokenize_prompts``, to render candidates exactly as generation does) and reads a few private attributes:
+``_metrics`` (the metric store), ``_signature_columns`` (what ``remove_unused_columns`` keeps), and, with TRL
+environments, ``_batch_environments`` / ``_multi_environment`` (which environment's tools render each prompt). This module checks they exist when the package is imported, so a TRL release that
 renames one fails loudly at import with the name, not silently mid-run.
 """
 
@@ -23,6 +25,7 @@ OVERRIDDEN_METHODS = (
     "_save_checkpoint",  # DEPO state goes beside the model checkpoint
     "_load_optimizer_and_scheduler",  # ... and comes back on resume
     "_set_signature_columns_if_needed",  # sets `_signature_columns`, the columns remove_unused_columns keeps
+    "_get_train_sampler",  # TRL's RepeatSampler, cut into DEPO epochs (depo_trl.epochs)
 )
 
 #: Private GRPOTrainer methods DEPOTrainer calls.

@@ -8,7 +8,8 @@ Each epoch is a fresh random permutation of the dataset indices (seeded by ``(se
 walks the same order without talking). A round takes the next ``n`` indices; when the epoch ends mid-round
 the round continues into the next permutation, and any index that would appear twice in one round is held
 back and served first in the following round. So within every epoch each prompt is offered as a candidate
-exactly once: skipping a prompt this epoch never removes it from the next.
+exactly once: skipping a prompt this epoch never removes it from the next. ``draw(..., skip=)`` passes over rows for
+the rest of their pass (DEPO's cap on rollouts per prompt per epoch).
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class CandidateStream:
         self.epoch = 0
         self.position = 0
         self.held_back: list[int] = []
+        self.held_back_pass: list[int] = []  # the pass each held-back index belongs to
+        self.last_passes = np.zeros(0, dtype=np.int64)
         self._order = self._permutation(0)
 
     def _permutation(self, epoch: int) -> np.ndarray:
@@ -59,48 +62,74 @@ class CandidateStream:
             return np.arange(self.dataset_size)
         return np.random.default_rng([self.seed, epoch]).permutation(self.dataset_size)
 
+    def _advance(self) -> tuple[int, int]:
+        """The walk's next index and the pass (epoch) it belongs to."""
+        if self.position >= self.dataset_size:
+            self.epoch += 1
+            self.position = 0
+            self._order = self._permutation(self.epoch)
+        index = int(self._order[self.position])
+        self.position += 1
+        return index, self.epoch
+
     def next(self, n: int) -> np.ndarray:
         """The next ``n`` distinct dataset indices."""
+        return self.draw(None, n)[0]
+
+    def draw(self, dataset, n: int, skip=None) -> tuple[np.ndarray, list[dict] | None]:
+        """The next ``n`` distinct dataset indices and their rows (``dataset=None``: indices only).
+
+        ``skip(row, pass_index)``, when given, passes over a row for the rest of its pass (it is not offered until the
+        walk comes back to it): DEPO's cap on rollouts per prompt per epoch. A pass in which every remaining row is
+        skipped simply ends, and the next pass offers them again."""
         if n > self.dataset_size:
             raise ValueError(f"Cannot draw {n} distinct candidates from a dataset of {self.dataset_size} prompts.")
         chosen: list[int] = []
+        rows: list[dict] = []
+        passes: list[int] = []
         taken: set[int] = set()
         pending, self.held_back = self.held_back, []
-        for index in pending:
-            if len(chosen) < n:
-                chosen.append(index)
-                taken.add(index)
-            else:
-                self.held_back.append(index)
+        pending_passes, self.held_back_pass = self.held_back_pass, []
+        budget = 2 * self.dataset_size + len(pending)  # two passes at most: skip() never skips a row of a new pass
         while len(chosen) < n:
-            if self.position >= self.dataset_size:
-                self.epoch += 1
-                self.position = 0
-                self._order = self._permutation(self.epoch)
-            index = int(self._order[self.position])
-            self.position += 1
-            if index in taken:
-                self.held_back.append(index)
+            if budget <= 0:
+                raise RuntimeError("The candidate walk could not find enough rows to offer; skip() refuses them all.")
+            budget -= 1
+            if pending:
+                index, pass_index = pending.pop(0), pending_passes.pop(0)
             else:
-                chosen.append(index)
-                taken.add(index)
-        return np.asarray(chosen, dtype=np.int64)
-
-    def draw(self, dataset, n: int) -> tuple[np.ndarray, list[dict]]:
-        indices = self.next(n)
-        return indices, [dataset[int(i)] for i in indices]
+                index, pass_index = self._advance()
+            if index in taken:  # crossing into the next pass: serve it first next round, not twice now
+                self.held_back.append(index)
+                self.held_back_pass.append(pass_index)
+                continue
+            row = None if dataset is None else dataset[int(index)]
+            if skip is not None and row is not None and skip(row, pass_index):
+                continue
+            chosen.append(index)
+            taken.add(index)
+            rows.append(row)
+            passes.append(pass_index)
+        self.held_back = pending + self.held_back  # what was not needed this round keeps its turn
+        self.held_back_pass = pending_passes + self.held_back_pass
+        self.last_passes = np.asarray(passes, dtype=np.int64)  # the pass each drawn index belongs to
+        return np.asarray(chosen, dtype=np.int64), None if dataset is None else rows
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
             "position": self.position,
             "held_back": np.asarray(self.held_back, dtype=np.int64),
+            "held_back_pass": np.asarray(self.held_back_pass, dtype=np.int64),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch = int(state["epoch"])
         self.position = int(state["position"])
         self.held_back = [int(i) for i in np.asarray(state["held_back"]).reshape(-1)]
+        passes = state.get("held_back_pass")
+        self.held_back_pass = ([int(p) for p in np.asarray(passes).reshape(-1)] if passes is not None
+                               else [self.epoch] * len(self.held_back))
         self._order = self._permutation(self.epoch)
 
 

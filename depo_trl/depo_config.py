@@ -69,7 +69,9 @@ class DEPOConfig(GRPOConfig):
         depo_warm_start_path (`str`, *optional*):
             A JSONL of measured pass rates (`prompt`/`problem` + `pass_rate`/`successes_of_N`/`passes`,`trials`) to
             fit the estimator on before the first round, with the same features as training (embeddings from the
-            initial policy).
+            initial policy). Plain-string prompts are rendered like the training prompts: when those are chats, the
+            string becomes the last user turn of the first training prompt (same system prompt), so features and
+            prompt keys match. With `metadata` features every row must carry the metadata columns.
         depo_warm_start_max_prompts (`int`, *optional*, defaults to `4096`):
             Most rows read from `depo_warm_start_path`.
         depo_pass_reward (`str`, *optional*):
@@ -84,7 +86,7 @@ class DEPOConfig(GRPOConfig):
         depo_embedding_pooling (`str`, *optional*, defaults to `"mean"`):
             How the policy's last hidden states of a prompt are pooled: `"mean"` (masked mean) or `"last"`.
         depo_embedding_dim (`int`, *optional*, defaults to `16`):
-            Columns the pooled embedding is projected to (seeded Gaussian random projection).
+            Columns the pooled embedding is reduced to (PCA learnt from the first 256 embeddings, then frozen).
         depo_embedding_max_length (`int`, *optional*, defaults to `512`):
             Prompts longer than this many tokens are truncated (from the left) for embedding only; generation
             always sees the full prompt.
@@ -97,6 +99,11 @@ class DEPOConfig(GRPOConfig):
             Re-embed a prompt only when its cached embedding is this many rounds old (1 = every round).
         depo_history_max_prompts (`int`, *optional*, defaults to `1000000`):
             Most prompts whose history is kept; the least recently seen are forgotten first.
+        depo_max_rollouts_per_epoch (`int` or `None`, *optional*, defaults to `1`):
+            Most times one prompt is rolled out per epoch. Under DEPO an epoch is one pass of the candidate walk
+            (every prompt offered once; `num_train_epochs`, `max_steps` and the progress bar count these), so after
+            warm-up a prompt is offered at most once per epoch anyway; the cap also counts warm-up rollouts, which
+            come from GRPO's own order. `None` disables the cap (for a map-style train_dataset).
         depo_audit_log (`bool`, *optional*, defaults to `True`):
             Write every round's decisions (prompt, prediction, selected or skipped and why, observed passes) to
             `<output_dir>/depo_decisions.jsonl`.
@@ -169,7 +176,7 @@ class DEPOConfig(GRPOConfig):
         default="mean", metadata={"help": "Pooling of the policy's last hidden states: 'mean' or 'last'."}
     )
     depo_embedding_dim: int = field(
-        default=16, metadata={"help": "Dimension the pooled embedding is randomly projected to."}
+        default=16, metadata={"help": "Dimension the pooled embedding is reduced to (PCA fitted on the first embeddings)."}
     )
     depo_embedding_max_length: int = field(
         default=512, metadata={"help": "Prompts are truncated to this many tokens for embedding only."}
@@ -183,6 +190,11 @@ class DEPOConfig(GRPOConfig):
     )
     depo_history_max_prompts: int = field(
         default=1_000_000, metadata={"help": "Most prompts whose history is kept in memory."}
+    )
+
+    depo_max_rollouts_per_epoch: int | None = field(
+        default=1,
+        metadata={"help": "Most rollouts of one prompt per epoch (one pass of the candidate walk); None: no cap."},
     )
 
     depo_audit_log: bool = field(
@@ -249,6 +261,13 @@ class DEPOConfig(GRPOConfig):
                 "over sequences (or divides by a constant), so a group left out of the loss mask still counts.",
                 f"Use a token-normalised loss_type ({', '.join(MASKABLE_LOSS_TYPES)}; 'dapo' is TRL's default) "
                 "or set depo_mask_zero_variance=False.",
+            )
+        if self.depo_max_rollouts_per_epoch is not None and (
+            not isinstance(self.depo_max_rollouts_per_epoch, int) or self.depo_max_rollouts_per_epoch < 1
+        ):
+            fail(
+                f"depo_max_rollouts_per_epoch must be an integer >= 1 or None, got {self.depo_max_rollouts_per_epoch!r}.",
+                "Use 1 (each prompt at most once per pass of the candidate walk) or None for no cap.",
             )
         if self.depo_revisit_after is not None and self.depo_revisit_after < 1:
             fail(f"depo_revisit_after must be >= 1 or None, got {self.depo_revisit_after!r}.", "Use e.g. 256.")

@@ -19,7 +19,10 @@ Featurising, predicting, selecting and learning are the framework-agnostic engin
 model, gather/broadcast across ranks, the U x G row layout, reward capture, metrics and checkpoints.
 
 During ``depo_warmup_steps`` (or when K = 1) step 1-4 are replaced by GRPO's own batch, untouched: the trainer
-behaves exactly like ``GRPOTrainer`` while the estimator learns. Evaluation is never filtered. With nothing to choose
+behaves exactly like ``GRPOTrainer`` while the estimator learns (the embedding prefill runs in eval mode and draws no
+torch RNG). Evaluation is never filtered. Every row handed to TRL is its own object with exactly the columns TRL's
+dataloader would give it. An epoch is one pass of the candidate walk (``depo_trl.epochs``): TRL's dataloader is cut
+to that many rounds, and once filtering has begun its batches (which DEPO ignores) are not read from the dataset. With nothing to choose
 from (a TRL environment owns the data, or the dataset holds no more than U prompts) the whole run is plain GRPO.
 """
 
@@ -36,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate.utils import broadcast_object_list, gather_object
+from transformers import TrainerCallback
 from trl import GRPOTrainer
 
 from . import _trl_compat
@@ -43,6 +47,7 @@ from .audit import DecisionLog, finite_or_none, skip_reason
 from .candidates import CandidateStream, IterableCandidateStream, copy_row
 from .depo_config import DEPOConfig
 from .embedding import embed_token_ids
+from .epochs import EpochOfRounds, LoadSwitch, LoadWhenUsed
 from .engine import PromptSelector, RoundOutcome, Scores, SelectorStats
 from .estimators import PassRateEstimator
 from ._warnings import at_user_code, warn_user
@@ -93,6 +98,19 @@ def _no_spread(values: torch.Tensor) -> torch.Tensor:
     spread = torch.where(scorable, (values - mean.unsqueeze(-1)) ** 2, 0.0).sum(dim=-1)
     std = torch.sqrt(spread / (count - 1).clamp(min=1))
     return (count < 2) | torch.isclose(std, torch.zeros_like(std))
+
+
+class _LoadSwitchCallback(TrainerCallback):
+    """Turns off row loading for TRL's discarded batches as soon as DEPO filters (see ``depo_trl.epochs``)."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer.depo_load_switch.skip = self.trainer.depo_filtering
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer.depo_load_switch.skip = self.trainer.depo_filtering
 
 
 class DEPOTrainer(GRPOTrainer):
@@ -159,6 +177,9 @@ class DEPOTrainer(GRPOTrainer):
         self._depo_capture = False
         self._depo_rewards: torch.Tensor | None = None
         self._depo_failures_logged = 0  # estimator failures already reported in depo/estimator_failures
+        self._depo_rollouts: dict[int, tuple[int, int]] = {}  # prompt key -> (walk pass, rollouts in that pass)
+        self.depo_load_switch = LoadSwitch()
+        self.add_callback(_LoadSwitchCallback(self))
         self._check_embedding_adapter()
 
     # The engine's parts, under the names the trainer has always exposed.
@@ -283,6 +304,47 @@ class DEPOTrainer(GRPOTrainer):
         if "prompt" in row:
             return row["prompt"]
         return [{"role": "user", "content": "\n".join(f"{name}: {value}" for name, value in sorted(row.items()))}]
+
+    # ------------------------------------------------------------------ epochs and TRL's dataloader
+    @property
+    def depo_rounds_per_epoch(self) -> int | None:
+        """Generation rounds in one DEPO epoch (one pass of the candidate walk), or None where GRPO's epoch applies
+        (no filtering at all, or a streaming dataset). See ``depo_trl.epochs``."""
+        if (self.args.depo_candidate_multiplier <= 1 or self.depo_disabled_reason is not None
+                or not _is_map_style(self.train_dataset)):
+            return None
+        return max(1, len(self.train_dataset) // self.depo_pool_size)
+
+    def _get_train_sampler(self, dataset=None):
+        sampler = super()._get_train_sampler(dataset)
+        rounds = self.depo_rounds_per_epoch
+        if rounds is None:
+            return sampler
+        per_round = self.args.generation_batch_size * self.num_iterations * self.args.steps_per_generation
+        return EpochOfRounds(sampler, rounds * per_round)
+
+    def get_train_dataloader(self):
+        if self.depo_rounds_per_epoch is None:
+            return super().get_train_dataloader()
+        dataset = self.train_dataset
+        self.depo_loader_dataset = LoadWhenUsed(dataset, self.depo_load_switch)  # what TRL's dataloader reads from
+        self.train_dataset = self.depo_loader_dataset
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.train_dataset = dataset
+
+    def _over_rollout_cap(self, row: dict, pass_index: int) -> bool:
+        """Whether a candidate drawn in walk pass ``pass_index`` was already rolled out the most times per epoch."""
+        cap = self.args.depo_max_rollouts_per_epoch
+        seen = self._depo_rollouts.get(prompt_key(self._candidate_prompt(row)))
+        return cap is not None and seen is not None and seen[0] == pass_index and seen[1] >= cap
+
+    def _count_rollouts(self, keys, passes) -> None:
+        for key, pass_index in zip(keys, passes):
+            seen = self._depo_rollouts.get(int(key))
+            count = seen[1] + 1 if seen is not None and seen[0] == int(pass_index) else 1
+            self._depo_rollouts[int(key)] = (int(pass_index), count)
 
     # ------------------------------------------------------------------ TRL hooks
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -446,20 +508,30 @@ class DEPOTrainer(GRPOTrainer):
             global_prompts = gather_object([self._candidate_prompt(x) for x in inputs])
             prompts = global_prompts[::group]
             metadata = {c: gather_object([x[c] for x in inputs])[::group] for c in self.depo_featurizer.metadata_columns}
-            environments = gather_object([x.get("environment") for x in inputs])[::group]
+            environments = (None if self.environment_factories is None
+                            else gather_object([x.get("environment") for x in inputs])[::group])
             scores, embed_seconds = self._score(prompts, metadata, environments)
             low, high = self.depo_selector.band
             in_band = (scores.predicted >= low) & (scores.predicted <= high)
             keep_all = Selection(indices=np.arange(len(prompts)), reasons=[REASON_BAND] * len(prompts), in_band=in_band)
+            if isinstance(self.depo_candidates, CandidateStream):  # warm-up rollouts count toward the walk's pass
+                self._count_rollouts(scores.keys, [self.depo_candidates.epoch] * len(prompts))
             return _Round(scores, None, keep_all, True, embed_seconds), self._trl_rows(inputs)
 
         n_select = self.args.generation_batch_size // group
-        indices, rows = self.depo_candidates.draw(self.train_dataset, self.depo_pool_size)
+        if isinstance(self.depo_candidates, CandidateStream):
+            skip = self._over_rollout_cap if self.args.depo_max_rollouts_per_epoch is not None else None
+            indices, rows = self.depo_candidates.draw(self.train_dataset, self.depo_pool_size, skip=skip)
+        else:
+            indices, rows = self.depo_candidates.draw(self.train_dataset, self.depo_pool_size)
         prompts = [self._candidate_prompt(row) for row in rows]
         metadata = {c: [row[c] for row in rows] for c in self.depo_featurizer.metadata_columns}
         scores, embed_seconds = self._score(prompts, metadata, [row.get("environment") for row in rows])
         selection = self._select(scores, n_select)
         plan = _Round(scores, indices, selection, False, embed_seconds)
+        if isinstance(self.depo_candidates, CandidateStream):
+            passes = self.depo_candidates.last_passes
+            self._count_rollouts(scores.keys[selection.indices], passes[selection.indices])
 
         # Every row its own object: TRL merges rollout_func extra fields into the rows in place, so G references to
         # one dict would hand every completion of a group the last completion's value.
@@ -623,7 +695,7 @@ class DEPOTrainer(GRPOTrainer):
             self._warn_once(
                 "pass_signal_constant",
                 f"In DEPO's first {rounds} rounds, {'all' if n_passed else 'none'} of {int(n_scored)} scored "
-                f"completions passed (pass reward {names[0] if len(names) == 1 else names} >= depo_pass_threshold="
+                f"completions passed (pass reward {names[0]!r} >= depo_pass_threshold="
                 f"{self.args.depo_pass_threshold}), so its estimator cannot tell prompts apart yet. If that reward is "
                 "shaped (a length, a score), set depo_pass_threshold to the value that means a correct answer, or "
                 "depo_pass_reward to a 0/1 reward; if it is 0/1, the prompts so far were all too "
@@ -707,6 +779,12 @@ class DEPOTrainer(GRPOTrainer):
         state["candidates"] = self.depo_candidates.state_dict()
         state["warm_started"] = bool(self.depo_warm_started)
         state["embedding_cache"] = self.depo_embedding_cache.state_dict()
+        keys = np.array(list(self._depo_rollouts), dtype=np.int64)
+        state["rollouts_this_epoch"] = {
+            "keys": keys,
+            "passes": np.array([self._depo_rollouts[int(k)][0] for k in keys], dtype=np.int64),
+            "counts": np.array([self._depo_rollouts[int(k)][1] for k in keys], dtype=np.int64),
+        }
         return state
 
     def load_depo_state_dict(self, state: dict[str, Any]) -> None:
@@ -717,6 +795,12 @@ class DEPOTrainer(GRPOTrainer):
             self._depo_warm_start_rows = None
         if "embedding_cache" in state:
             self.depo_embedding_cache.load_state_dict(state["embedding_cache"])
+        rollouts = state.get("rollouts_this_epoch")
+        if rollouts is not None:
+            self._depo_rollouts = {
+                int(k): (int(p), int(c))
+                for k, p, c in zip(*(np.asarray(rollouts[f]).reshape(-1) for f in ("keys", "passes", "counts")))
+            }
         self._depo_failures_logged = self.depo_stats.estimator_failures
         if self.args.depo_audit_log and self.accelerator.is_main_process:
             self.depo_decisions.discard_after(self.depo_stats.rounds)

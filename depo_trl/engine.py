@@ -364,7 +364,8 @@ class PromptSelector:
                               embeddings=embeddings, metadata=metadata or None)
 
     def _features(self, batch: CandidateBatch) -> np.ndarray:
-        return np.asarray(self.featurizer.transform(batch, self.history), dtype=np.float64)
+        features = self.featurizer.transform(batch, self.history)
+        return features if self.featurizer.sparse else np.asarray(features, dtype=np.float64)
 
     def _uncertainty(self, features: np.ndarray, keys: np.ndarray) -> np.ndarray | None:
         predict = getattr(self.estimator, "predict_uncertainty", None)

@@ -1,4 +1,4 @@
-"""``depo-trl report <output_dir>``: a DEPO run's logged history as a short text summary and four PNG plots.
+"""``depo-trl report <output_dir>``: a DEPO run's logged history as a short text summary and five PNG plots.
 
 It reads ``trainer_state.json`` (in ``output_dir``, else in its latest ``checkpoint-N``), whose ``log_history`` holds
 DEPO's per-round metrics (``depo/*`` keys, averaged over each logging window), and ``depo_state.json`` beside it
@@ -12,6 +12,9 @@ when present (exact run totals). It writes, into ``<output_dir>/depo_report/``:
 - ``rollouts_saved.png``: cumulative candidates scored vs prompts rolled out, and completions generated vs what
   uniform sampling would have needed for the same number of useful groups.
 - ``useful_share.png``: share of rolled-out groups that teach something (0 < passes < G) against uniform.
+- ``reward.png``: mean reward of the training batches per logged window and, when the run evaluated, the held-out
+  reward (``eval_reward``; the accuracy when the reward is 0/1) at each evaluation. The summary states both at the
+  start and the end of the run: is the policy learning?
 
 The uniform reference is the useful-group share observed during the warm-up rounds, when DEPO does not filter
 and the batch is GRPO's own uniform draw. The policy changes after warm-up, so it is a reference, not a
@@ -30,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 REPORT_DIR = "depo_report"
-PLOTS = ("calibration.png", "band_share.png", "rollouts_saved.png", "useful_share.png")
+PLOTS = ("calibration.png", "band_share.png", "rollouts_saved.png", "useful_share.png", "reward.png")
 TRAINER_STATE = "trainer_state.json"
 DEPO_STATE = "depo_state.json"
 DECISIONS = "depo_decisions.jsonl"  # DEPOTrainer's per-prompt audit log (depo_audit_log)
@@ -44,6 +47,7 @@ class RunHistory:
     logs: list[dict]  # training log entries that carry depo/* metrics, in step order
     global_step: int
     stats: dict | None = None  # exact totals (DEPOTrainer.depo_stats) from depo_state.json, when found
+    eval_logs: list[dict] = field(default_factory=list)  # evaluation entries (eval_reward), in step order
     rounds_per_step: float = 1.0  # generation rounds per optimizer step
     notes: list[str] = field(default_factory=list)
 
@@ -89,6 +93,8 @@ def load_run(output_dir: str) -> RunHistory:
         )
     logs.sort(key=lambda e: e["step"])
     run = RunHistory(source=path, logs=logs, global_step=int(state.get("global_step") or logs[-1]["step"]))
+    run.eval_logs = sorted((e for e in state.get("log_history", []) if "eval_reward" in e and "step" in e),
+                           key=lambda e: e["step"])
     for folder in (output_dir, os.path.dirname(path)):
         depo_state = os.path.join(folder, DEPO_STATE)
         if os.path.isfile(depo_state):
@@ -186,7 +192,22 @@ def compute_summary(run: RunHistory) -> dict:
         "observed_after_warmup": _weighted_mean(observed[both], rounds[both]),
         "mean_abs_calibration_error": _weighted_mean(np.abs(predicted - observed)[both], rounds[both]),
         "brier_after_warmup": _weighted_mean(_column(run, "depo/brier")[both], rounds[both]),
+        **_learning(run),
         "notes": list(run.notes),
+    }
+
+
+def _learning(run: RunHistory) -> dict:
+    """Mean training reward over the first and last few logged windows, and the held-out reward at each eval."""
+    steps, reward = run.series("reward")
+    k = max(1, min(5, len(reward) // 4))
+    return {
+        "reward_windows": k,
+        "reward_first": float(reward[:k].mean()) if len(reward) else float("nan"),
+        "reward_last": float(reward[-k:].mean()) if len(reward) else float("nan"),
+        "reward_first_steps": (int(steps[0]), int(steps[k - 1])) if len(reward) else None,
+        "reward_last_steps": (int(steps[-k]), int(steps[-1])) if len(reward) else None,
+        "eval_rewards": [(int(e["step"]), float(e["eval_reward"])) for e in run.eval_logs],
     }
 
 
@@ -246,6 +267,15 @@ def format_summary(summary: dict) -> str:
             f"{s['observed_after_warmup']:.3f}; mean |predicted - observed| per window "
             f"{s['mean_abs_calibration_error']:.3f}; Brier {s['brier_after_warmup']:.3f}."
         )
+    if np.isfinite(s.get("reward_first", float("nan"))):
+        (a, b), (c, d) = s["reward_first_steps"], s["reward_last_steps"]
+        lines.append(
+            f"Mean reward of the training batches: {s['reward_first']:.3f} (steps {a}-{b}) -> {s['reward_last']:.3f} "
+            f"(steps {c}-{d}); DEPO picks the batches, so this mixes learning with selection."
+        )
+    if s.get("eval_rewards"):
+        points = ", ".join(f"step {step}: {value:.3f}" for step, value in s["eval_rewards"])
+        lines.append(f"Held-out reward (eval_reward, unfiltered; the accuracy for a 0/1 reward): {points}.")
     lines += [f"Note: {note}" for note in s["notes"]]
     return "\n".join(lines)
 
@@ -342,11 +372,27 @@ def plot_useful_share(run: RunHistory, summary: dict, path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def plot_reward(run: RunHistory, path: str) -> None:
+    fig, (ax,) = _figure()
+    _shade_warmup(ax, run)
+    steps, values = run.series("reward")
+    ax.plot(steps, values, marker=".", alpha=0.5, label="training batches (picked by DEPO)")
+    if len(values) >= 5:
+        smooth = np.convolve(values, np.ones(5) / 5, mode="valid")
+        ax.plot(steps[4:], smooth, color="C0", label="training, mean of 5 windows")
+    if run.eval_logs:
+        ax.plot([e["step"] for e in run.eval_logs], [e["eval_reward"] for e in run.eval_logs], marker="o", color="C3",
+                label="held-out (eval_reward)")
+    ax.set(xlabel="step", ylabel="mean reward", title="Reward over training")
+    ax.legend(fontsize="small")
+    fig.savefig(path, dpi=110)
+
+
 # ------------------------------------------------------------------------------------------------ entry point
 
 
 def write_report(output_dir: str, report_dir: str | None = None) -> dict[str, str]:
-    """Write ``summary.txt`` and the four PNGs; returns ``{"summary": path, "<plot>.png": path, "text": summary}``."""
+    """Write ``summary.txt`` and the PNGs; returns ``{"summary": path, "<plot>.png": path, "text": summary}``."""
     run = load_run(output_dir)
     report_dir = report_dir or os.path.join(output_dir, REPORT_DIR)
     os.makedirs(report_dir, exist_ok=True)
@@ -360,6 +406,7 @@ def write_report(output_dir: str, report_dir: str | None = None) -> dict[str, st
     plot_band_share(run, paths["band_share.png"])
     plot_rollouts_saved(run, summary, paths["rollouts_saved.png"])
     plot_useful_share(run, summary, paths["useful_share.png"])
+    plot_reward(run, paths["reward.png"])
     paths["summary"] = summary_path
     paths["text"] = text
     return paths

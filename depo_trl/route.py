@@ -14,7 +14,7 @@ The features must be rebuilt exactly as the run built them, so ``route`` needs:
 - when the run used the ``embedding`` feature group, the run's policy: the trained model saved in the run folder
   (a full model, or a LoRA adapter on the base model named in ``adapter_config.json``; with
   ``depo_embedding_adapter: off`` the base model alone), loaded here unless a model is passed. A run trained with
-  ``depo_features: [length, history, text]`` routes without loading any model.
+  features without ``embedding`` (e.g. ``depo_features: [length, history]``) routes without loading any model.
 
 ``history`` features are looked up in the run's prompt history: a prompt the run rolled out is scored with what
 was observed for it, an unseen one as unseen. Prompts are formatted like the run's training data (the recorded
@@ -136,7 +136,7 @@ def load_run_model(state_dir: str, run_dir: str, config: dict):
             f"The run's features include 'embedding' (the policy's hidden state of each prompt), so routing needs the "
             f"run's trained model, but neither {state_dir!r} nor {run_dir!r} holds one (config.json or "
             "adapter_config.json). Pass the model (route(..., model=..., tokenizer=...)), or route with a run "
-            "trained with depo_features: [length, history, text], which needs no model."
+            "trained with depo_features without embedding (e.g. [length, history]), which needs no model."
         )
     adapter = os.path.join(folder, "adapter_config.json")
     if not os.path.isfile(adapter):

@@ -102,6 +102,10 @@ def test_replay_quick(tmp_path):
             "0.4",
             "--estimators",
             "logistic",
+            "hierarchical",
+            "--policies",
+            "band",
+            "usefulness",
             "--results-dir",
             str(tmp_path),
             "--docs",
@@ -127,6 +131,7 @@ def test_replay_quick(tmp_path):
             assert r["useful_groups"] <= r["groups_generated"]
     assert results["oracle"]["0.2"]["useful_share"] == 1.0
     assert any(k.startswith("depo:logistic:") and "error" not in v for k, v in results.items())
+    assert all("error" not in v for k, v in results.items() if k.startswith("depo:hierarchical:"))
     # Fixed budget for everyone but dynamic sampling, which pays for what it drops.
     assert results["uniform"]["0.4"]["generation_cost"] == pytest.approx(1.0)
     assert results["dynamic_sampling"]["0.4"]["generation_cost"] > 1.0
@@ -139,7 +144,8 @@ def test_cold_start_quick(tmp_path):
     from benchmarks import cold_start
 
     payload = cold_start.main(
-        ["--quick", "--n", "1500", "--estimators", "logistic", "--results-dir", str(tmp_path), "--no-docs"]
+        ["--quick", "--n", "1500", "--estimators", "logistic", "hierarchical", "--inputs", "prompt",
+         "--results-dir", str(tmp_path), "--no-docs"]
     )
     saved = json.loads((tmp_path / "cold_start_quick.json").read_text())
     assert (tmp_path / "cold_start_quick.png").stat().st_size > 0
@@ -148,7 +154,7 @@ def test_cold_start_quick(tmp_path):
     results = saved["results"]
     uniform, oracle = results["uniform"]["top_usefulness"], results["oracle"]["top_usefulness"]
     assert 0.0 < uniform < oracle <= 1.0
-    for key in ("depo:logistic", "tfidf_ridge"):
+    for key in ("depo:logistic:prompt", "depo:hierarchical:prompt", "tfidf_ridge:prompt"):
         r = results[key]
         assert "error" not in r
         assert -1.0 <= r["pearson_r"] <= 1.0 and r["pearson_r"] > 0.0  # content carries some signal

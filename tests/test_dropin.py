@@ -274,7 +274,7 @@ def test_warm_start_prompt_features_match_the_dataset_prompt(tokenizer, config_f
         for row in plain:
             f.write(json.dumps({"problem": row["prompt"], "pass_rate": row["set_size"] / 94}) + "\n")
     args = config_factory(max_steps=1, depo_warmup_steps=0, depo_warm_start_path=str(path),
-                          depo_features=["length", "text", "embedding"])
+                          depo_features=["length", "text", "embedding"], depo_feature_options={"text": {"dim": 32}})
     trainer = _build(tokenizer, args, dataset=dataset)
     fitted = {}
     original = trainer.depo_estimator.partial_fit
@@ -355,3 +355,62 @@ def test_ranks_that_drew_different_candidates_fail_loudly(tokenizer, config_fact
     trainer._gather_fingerprints = lambda mine: [mine, "0123456789abcdef"]  # as if rank 1 drew other prompts
     with pytest.raises(RuntimeError, match="ranks drew different candidate prompts"):
         trainer._check_same_candidates(scores)
+
+
+# ---------------------------------------------------------------- 7. epochs
+def _distinct_letters(n):
+    """letters_dataset repeats a few prompts (e.g. every 94-character set is the same text); the cap counts a prompt,
+    not a row, so these tests use distinct prompts."""
+    from datasets import Dataset
+
+    rows, seen = [], set()
+    for row in letters_dataset(4 * n):
+        if row["allowed"] not in seen and len(rows) < n:
+            seen.add(row["allowed"])
+            rows.append(row)
+    return Dataset.from_list(rows)
+
+
+def test_one_epoch_is_one_pass_of_the_candidate_walk(tokenizer, config_factory):
+    """64 prompts, pools of K x U = 16: an epoch is 4 rounds, in which every prompt is offered once and no prompt is
+    rolled out twice; num_train_epochs, max_steps and the logged epoch agree."""
+    from depo_trl.audit import read_decisions
+
+    args = config_factory(max_steps=-1, num_train_epochs=1, depo_warmup_steps=0, depo_candidate_multiplier=4)
+    trainer = _build(tokenizer, args, dataset=_distinct_letters(64))
+    trainer.train()
+    assert trainer.state.max_steps == 4 and trainer.state.global_step == 4  # was 16: K passes of the walk
+    assert trainer.state.epoch == pytest.approx(1.0)
+    records = read_decisions(args.output_dir)
+    offered = [i for r in records for i in r["dataset_index"]]
+    assert sorted(offered) == list(range(64))  # every prompt offered exactly once
+    rolled = [r["dataset_index"][i] for r in records for i in r["rolled_out"]]
+    assert len(rolled) == 16 and len(set(rolled)) == 16
+
+
+def test_rollout_cap_counts_warmup_and_discarded_batches_are_not_loaded(tokenizer, config_factory):
+    from depo_trl.audit import read_decisions
+
+    args = config_factory(max_steps=-1, num_train_epochs=1, depo_warmup_steps=1, depo_candidate_multiplier=4)
+    trainer = _build(tokenizer, args, dataset=_distinct_letters(64))
+    trainer.train()
+    records = read_decisions(args.output_dir)
+    assert [r["warmup"] for r in records] == [True, False, False, False]
+    warmup_keys = set(records[0]["prompt_key"])
+    later = [k for r in records[1:] for k in r["prompt_key"]]
+    assert len(warmup_keys) == 4 and not warmup_keys & set(later)  # rolled out once this epoch: not offered again
+    offered = [i for r in records[1:] for i in r["dataset_index"]]
+    assert len(offered) == len(set(offered)) == 48
+    # TRL's dataloader still yields 4 batches of U x G = 16 rows; after warm-up their rows are not read.
+    loader = trainer.depo_loader_dataset
+    assert loader.rows_loaded + loader.rows_skipped == 64
+    assert loader.rows_loaded <= 32 and loader.rows_skipped >= 32  # warm-up batch, at most one fetched ahead
+
+
+def test_rollout_cap_is_validated_and_can_be_lifted(tokenizer, config_factory):
+    with pytest.raises(ValueError, match="depo_max_rollouts_per_epoch must be an integer >= 1 or None"):
+        config_factory(depo_max_rollouts_per_epoch=0)
+    args = config_factory(max_steps=2, depo_warmup_steps=1, depo_max_rollouts_per_epoch=None)
+    trainer = _build(tokenizer, args, dataset=letters_dataset(64))
+    trainer.train()
+    assert trainer.depo_stats.rounds == 2

@@ -19,6 +19,7 @@ N_PROMPTS, N_FEATURES, GROUP = 48, 6, 8
 PRIOR_03 = {
     "beta": dict(prior_alpha=0.6, prior_beta=1.4),
     "gbdt": dict(prior_pass_rate=0.3),
+    "hierarchical": dict(prior_pass_rate=0.3),
     "logistic": dict(prior_pass_rate=0.3),
     "ranking": dict(prior_pass_rate=0.3),
 }
@@ -246,3 +247,43 @@ def test_ranking_confidence_head_trains_only_with_targets():
     assert with_conf.predict_confidence(X).mean() > without.predict_confidence(X).mean() + 0.1
     with pytest.raises(ValueError, match="confidence"):
         without.partial_fit(X, passes, trials, confidence=np.full(N_PROMPTS, 2.0))
+
+
+def test_sparse_input_is_accepted_or_refused_clearly(name):
+    """Wide text features are sparse: an estimator that accepts them gives the same predictions as on the dense
+    copy; one that does not says so, naming the way out, instead of failing somewhere deep inside."""
+    import scipy.sparse as sp
+
+    X, keys, rounds = standard_rounds()
+    X = np.where(np.abs(X) > 0.8, X, 0.0)  # mostly zeros, like TF-IDF
+    est = make_estimator(name)
+    if not getattr(est, "accepts_sparse", False):
+        with pytest.raises(ValueError, match="hierarchical"):
+            fit_rounds(est, sp.csr_matrix(X), keys, rounds)
+        return
+    dense = fit_rounds(make_estimator(name), X, keys, rounds)
+    sparse = fit_rounds(est, sp.csr_matrix(X), keys, rounds)
+    np.testing.assert_allclose(sparse.predict_pass_rate(sp.csr_matrix(X), keys=keys),
+                               dense.predict_pass_rate(X, keys=keys), atol=1e-8)
+
+
+def test_hierarchical_unseen_prompts_get_the_content_prior_seen_ones_their_record():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    true_rate = 1.0 / (1.0 + np.exp(-2.0 * X[:, 0] - rng.normal(size=200)))  # content explains part of it
+    keys = np.arange(200, dtype=np.int64)
+    est = make_estimator("hierarchical", prior_strength="auto")
+    for _ in range(4):  # the first 150 prompts are rolled out each round
+        est.partial_fit(X[:150], rng.binomial(8, true_rate[:150]).astype(float), np.full(150, 8.0), keys=keys[:150])
+    p = est.predict_pass_rate(X, keys=keys)
+    content = est.predict_pass_rate(X)  # without keys: the content prior alone
+    np.testing.assert_allclose(p[150:], content[150:])  # unseen: the prior exactly
+    assert np.corrcoef(content[150:], true_rate[150:])[0, 1] > 0.6  # the content model generalises
+    assert 1.0 < est.kappa_ < 200.0  # fitted prior strength, inside its range
+    # A seen prompt whose record disagrees with its content moves toward its record, and is more certain.
+    est.partial_fit(X[:1], [8.0], [8.0], keys=keys[:1])
+    est.partial_fit(X[:1], [8.0], [8.0], keys=keys[:1])
+    assert est.predict_pass_rate(X[:1], keys=keys[:1])[0] > est.predict_pass_rate(X[:1])[0]
+    sd_seen = est.predict_uncertainty(X[:150], keys=keys[:150])
+    sd_unseen = est.predict_uncertainty(X[150:], keys=keys[150:])
+    assert sd_seen.mean() < sd_unseen.mean()

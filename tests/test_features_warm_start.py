@@ -31,22 +31,47 @@ def batch(texts, **kwargs):
 
 
 # ------------------------------------------------------------------------------------------------------ text
-def test_text_features_are_fixed_width_stateless_and_seeded():
+def test_text_features_tfidf_fixed_width_idf_frozen_and_seeded():
     texts = ["Compute $3^4 + 2$.", "Find all real x with x^2 = 4.", "", "Find all real x with x^2 = 9."]
-    X = TextFeatures(dim=32).transform(batch(texts))
-    assert X.shape == (4, 32) and np.isfinite(X).all()
+    group = TextFeatures(dim=32)
+    X = group.transform(batch(texts))  # the first batch fits the IDF
+    assert isinstance(X, np.ndarray) and X.shape == (4, 32) and np.isfinite(X).all()
     assert not X[2].any()  # empty text: all zeros, no NaN
-    # A prompt's columns do not depend on the rest of the batch, nor on the instance.
-    np.testing.assert_array_equal(TextFeatures(dim=32).transform(batch(texts[1:2]))[0], X[1])
-    # Each non-empty block is unit length (word block first, then characters).
+    # Each non-empty block (word n-grams, then character n-grams) is unit length.
     np.testing.assert_allclose(np.linalg.norm(X[0, :16]), 1.0)
     np.testing.assert_allclose(np.linalg.norm(X[0, 16:]), 1.0)
-    # Near-duplicate prompts are closer than unrelated ones; another seed hashes differently.
+    # Near-duplicate prompts are closer than unrelated ones.
     assert X[1] @ X[3] > X[1] @ X[0]
-    assert not np.array_equal(TextFeatures(dim=32, seed=1).transform(batch(texts[:1]))[0], X[0])
+    # The IDF is frozen after the first batch: a prompt's columns do not depend on the batch it comes in.
+    np.testing.assert_allclose(group.transform(batch(texts[1:2] + ["other words entirely"]))[0], X[1])
+    # Fitting the IDF on other texts changes the weights; another seed collides differently.
+    other = TextFeatures(dim=32).fit(batch(["x^2 = 4 again and again", "again"]))
+    assert not np.allclose(other.transform(batch(texts[:2])), X[:2])
+    assert not np.array_equal(TextFeatures(dim=32, seed=1).transform(batch(texts))[0], X[0])
     assert TextFeatures(dim=8).transform(batch([])).shape == (0, 8)
     with pytest.raises(ValueError, match="dim"):
         TextFeatures(dim=1)
+
+
+def test_wide_text_is_sparse_reads_extra_columns_and_round_trips():
+    import scipy.sparse as sp
+
+    texts = ["Compute 3 + 4.", "Prove that the sum of two odd numbers is even."]
+    meta = {"answer": ["7", "even"]}
+    group = TextFeatures(columns=["answer"])  # default width 2**18 per source: sparse
+    X = group.transform(batch(texts, metadata=meta))
+    assert sp.issparse(X) and X.shape == (2, 2 * 2**18) and X.nnz > 0
+    assert X[:, 2**18:].nnz > 0  # the answer column has its own block
+    f = Featurizer(["length", "text"], options={"text": {"columns": ["answer"]}})
+    assert f.sparse and f.metadata_columns == ["answer"]
+    Y = f.transform(batch(texts, metadata=meta))
+    assert sp.issparse(Y) and Y.shape == (2, 6 + 2 * 2**18)
+    with pytest.raises(ValueError, match="answer"):
+        TextFeatures(columns=["answer"]).transform(batch(texts))
+    restored = Featurizer(["length", "text"], options={"text": {"columns": ["answer"]}})
+    restored.load_state_dict(f.state_dict())
+    probe = batch(["A new prompt, 3 + 5.", texts[0]], metadata={"answer": ["8", "7"]})
+    assert abs(restored.transform(probe) - f.transform(probe)).max() < 1e-12
 
 
 # -------------------------------------------------------------------------------------------------- metadata
@@ -100,6 +125,40 @@ def test_featurizer_registry_options_and_errors():
     assert f.metadata_columns == ["level"] and not f.needs_embedding and not f.needs_history
     X = f.transform(batch(["x + 1 = 2", "y"], metadata={"level": ["easy", 3]}))
     assert X.shape == (2, 6 + 16 + 4)
+
+
+def test_embedding_pca_grows_without_changing_columns_then_freezes_and_keeps_the_signal():
+    rng = np.random.default_rng(0)
+    # Hidden states that live in a 6-dim subspace of 40 dims: a 6-component PCA keeps all pairwise distances.
+    basis = rng.normal(size=(6, 40))
+    emb = rng.normal(size=(40, 6)) @ basis + 5.0
+    group = EmbeddingFeatures(dim=6, fit_samples=16)
+    first = group.transform(batch([str(i) for i in range(4)], embeddings=emb[:4]))
+    assert first.shape == (4, 6) and group.rank_ == 3 and not group.fitted  # rank n - 1 from the first batch
+    assert np.abs(first[:, 3:]).max() == 0 and np.abs(first[:, :3]).max() > 0  # columns past the rank are 0
+    second = group.transform(batch([str(i) for i in range(4, 10)], embeddings=emb[4:10]))  # 10 >= 2 x 4: grows
+    assert group.rank_ == 6
+    # The columns that already existed kept their meaning: the first rows read the same in them.
+    again = group.transform(batch([str(i) for i in range(4)], embeddings=emb[:4]))
+    np.testing.assert_allclose(again[:, :3], first[:, :3], atol=1e-9)
+    group.transform(batch([str(i) for i in range(10, 20)], embeddings=emb[10:20]))
+    assert group.fitted  # frozen after fit_samples
+    Z = group.transform(batch([str(i) for i in range(40)], embeddings=emb))
+    distances = np.linalg.norm(emb[:, None] - emb[None], axis=-1)
+    np.testing.assert_allclose(np.linalg.norm(Z[:, None] - Z[None], axis=-1), distances, atol=1e-6)
+    frozen = group.components_.copy()
+    group.transform(batch(["x"] * 5, embeddings=rng.normal(size=(5, 40))))
+    np.testing.assert_array_equal(group.components_, frozen)  # no refit once frozen
+    # A random projection of the same width does not keep the distances; more dims than the rank pad with 0.
+    R = EmbeddingFeatures(dim=6, reduction="random").transform(batch([str(i) for i in range(40)], embeddings=emb))
+    assert not np.allclose(np.linalg.norm(R[:, None] - R[None], axis=-1), distances, atol=1e-3)
+    wide = EmbeddingFeatures(dim=10).fit(embeddings=emb)
+    assert wide.fitted and np.abs(wide.transform(batch(["a"], embeddings=emb[:1]))[0, 6:]).max() < 1e-6
+    restored = EmbeddingFeatures(dim=6, fit_samples=16)
+    restored.load_state_dict(group.state_dict())
+    np.testing.assert_allclose(restored.transform(batch(["a"], embeddings=emb[:1])), Z[:1], atol=1e-9)
+    with pytest.raises(ValueError, match="reduction"):
+        EmbeddingFeatures(reduction="umap")
 
 
 def test_embedding_options_and_cache():

@@ -30,6 +30,7 @@ EXPECTED = {
     "Qwen2.5-0.5B-Instruct/depo/config_gsm8k_lora.yaml",
     "Qwen2.5-1.5B-Instruct/depo/config_math_vllm.yaml",
     "Qwen2.5-7B-Instruct/depo/config_dapo_math_zero3.yaml",
+    "SmolLM2-135M-Instruct/depo/config_graded_cpu.yaml",
 }
 
 
@@ -85,6 +86,18 @@ def test_gpu_recipes_do_what_their_names_say(gpu_like):
     assert (a.per_device_train_batch_size * 7 * a.steps_per_generation) % a.num_generations == 0
     s, a, m, _ = parsed["tiny/depo/config_letters.yaml"]
     assert a.use_cpu and not a.bf16 and m.model_name_or_path == "depo-tiny" and s.dataset_name == "depo:letters"
+
+
+def test_smollm2_cpu_recipe_is_a_cpu_lora_run_on_graded_tasks():
+    s, a, m, _ = parse_args(["--config", str(ROOT / "recipes" / "SmolLM2-135M-Instruct" / "depo" / "config_graded_cpu.yaml")])
+    assert m.model_name_or_path == "smollm2-135m" and m.use_peft and m.dtype == "float32"
+    assert a.use_cpu and not a.bf16 and not a.activation_checkpointing and s.torch_num_threads == 2
+    assert s.dataset_name == "depo:graded" and "families=" in s.dataset_config and s.lora_layers_to_transform
+    names = [f.__name__ for f in get_reward_funcs(s.reward_funcs)]
+    assert names == ["graded_reward"]
+    assert a.eval_strategy == "steps" and a.eval_on_start and a.num_generations_eval
+    assert a.per_device_eval_batch_size % a.num_generations_eval == 0
+    assert a.max_completion_length <= 16 and a.max_steps <= 60  # sized for <= 15 minutes on 2 cores
 
 
 EXPECTED_ACCELERATE = {

@@ -97,3 +97,18 @@ def test_errors_are_actionable(tmp_path, capsys):
     with pytest.raises(ValueError, match="no DEPO metrics"):
         report.load_run(str(tmp_path))
     assert report.main([str(tmp_path / "missing")]) == 2 and "is not a folder" in capsys.readouterr().err
+
+
+def test_reward_and_held_out_reward_at_start_and_end(tmp_path):
+    logs = [{**_entry(s, 1.0 if s <= 2 else 0.0, 0.5), "reward": 0.1 * s} for s in range(1, 9)]
+    evals = [{"step": 0, "eval_reward": 0.2}, {"step": 8, "eval_reward": 0.45}]
+    _write_run(tmp_path, evals[:1] + logs + evals[1:], STATS)
+    summary = report.compute_summary(report.load_run(str(tmp_path)))
+    assert summary["reward_windows"] == 2 and summary["reward_first_steps"] == (1, 2)
+    assert summary["reward_first"] == pytest.approx(0.15) and summary["reward_last"] == pytest.approx(0.75)
+    assert summary["eval_rewards"] == [(0, 0.2), (8, 0.45)]
+    text = report.format_summary(summary)
+    assert "Mean reward of the training batches: 0.150 (steps 1-2) -> 0.750 (steps 7-8)" in text
+    assert "Held-out reward (eval_reward, unfiltered; the accuracy for a 0/1 reward): step 0: 0.200, step 8: 0.450." in text
+    paths = report.write_report(str(tmp_path))
+    assert paths["reward.png"].endswith("reward.png")

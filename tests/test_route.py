@@ -91,13 +91,13 @@ def test_embedding_run_without_its_model_is_refused_clearly(tiny_run, prompts, t
                  "chat_template.jinja"):
         if (tiny_run / name).exists():
             shutil.copy(tiny_run / name, stripped / name)
-    with pytest.raises(FileNotFoundError, match=r"depo_features: \[length, history, text\]"):
+    with pytest.raises(FileNotFoundError, match=r"depo_features without embedding"):
         route(str(stripped), str(path))
 
 
 def test_run_without_embedding_routes_without_any_model(tmp_path, prompts):
     path, rows = prompts
-    run = _train(tmp_path / "text-run", "--depo_features", "length", "history", "text", "--save_strategy", "no",
+    run = _train(tmp_path / "text-run", "--depo_features", "length", "history", "--save_strategy", "no",
                  "--max_steps", "6")
     for name in ("model.safetensors", "config.json"):
         (run / name).unlink()  # no model needed

@@ -111,12 +111,15 @@ def test_builtin_graded_tasks_with_family_and_level_options():
     assert {"prompt", "answer", "answer_kind"} <= set(train.column_names)
     key = lambda p: json.dumps(p, sort_keys=True)  # noqa: E731
     assert not {key(p) for p in test["prompt"]} & {key(p) for p in train["prompt"]}  # held out means unseen
+    small_test = load_datasets(DEPOScriptArguments(dataset_name="depo:graded", dataset_config="levels=2 test=20",
+                                                     dataset_max_samples=64))
+    assert len(small_test["test"]) == 20 and set(small_test["test"]["level"]) == {2}
     everything = load_datasets(DEPOScriptArguments(dataset_name="depo:graded", dataset_max_samples=40))["train"]
     assert set(everything["family"]) == set(graded_tasks.FAMILIES)  # a small n still covers every family
 
 
 def test_builtin_dataset_options_are_checked():
-    with pytest.raises(ValueError, match=r"Expected space-separated key=v1,v2 with keys \['families', 'levels'\]"):
+    with pytest.raises(ValueError, match=r"Expected space-separated key=v1,v2 with keys \['families', 'levels', 'test'\]"):
         load_datasets(DEPOScriptArguments(dataset_name="depo:graded", dataset_config="family=add"))
     with pytest.raises(ValueError, match="levels must be int"):
         load_datasets(DEPOScriptArguments(dataset_name="depo:graded", dataset_config="levels=easy"))

@@ -2,7 +2,9 @@
 
 Registered: ``logistic`` (online binomial logistic regression, the default), ``gbdt`` (gradient-boosted trees
 refit every few rounds), ``beta`` (per-prompt Beta posterior with forgetting; history only, needs keys) and
-``ranking`` (the paper's dual-head MLP with a pairwise ranking loss). ``warm_start_from_jsonl`` fits any of them
+``ranking`` (the paper's dual-head MLP with a pairwise ranking loss) and ``hierarchical`` (a content model as
+the prior of each prompt's pass rate, the prompt's own record with forgetting as the likelihood; accepts sparse
+features). ``warm_start_from_jsonl`` fits any of them
 from a file of measured pass rates before training.
 
 ``make_estimator`` accepts a registry name (``"logistic"``), a dotted path to a class
@@ -17,13 +19,20 @@ from typing import Any
 from .base import PassRateEstimator, check_labels
 from .beta import BetaPassRateEstimator
 from .gbdt import GBDTPassRateEstimator
+from .hierarchical import HierarchicalPassRateEstimator
 from .logistic import LogisticPassRateEstimator
 from .ranking import RankingPassRateEstimator
 from .warm_start import warm_start_from_jsonl
 
 ESTIMATORS: dict[str, type[PassRateEstimator]] = {
     cls.name: cls
-    for cls in (LogisticPassRateEstimator, GBDTPassRateEstimator, BetaPassRateEstimator, RankingPassRateEstimator)
+    for cls in (
+        LogisticPassRateEstimator,
+        GBDTPassRateEstimator,
+        BetaPassRateEstimator,
+        RankingPassRateEstimator,
+        HierarchicalPassRateEstimator,
+    )
 }
 
 
@@ -64,6 +73,7 @@ __all__ = [
     "ESTIMATORS",
     "BetaPassRateEstimator",
     "GBDTPassRateEstimator",
+    "HierarchicalPassRateEstimator",
     "LogisticPassRateEstimator",
     "PassRateEstimator",
     "RankingPassRateEstimator",

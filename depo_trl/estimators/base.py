@@ -14,9 +14,20 @@ from typing import Any
 import numpy as np
 
 
+def dense_features(X) -> np.ndarray:
+    """``X`` as a float64 array; a ``scipy.sparse`` matrix gets an error that says what to do instead."""
+    if hasattr(X, "tocsr") and not isinstance(X, np.ndarray):
+        raise ValueError(
+            f"This estimator needs dense features, but got a scipy.sparse matrix of shape {X.shape} (wide 'text' "
+            "features are sparse). Use estimator='hierarchical', which accepts sparse input, or a dense text block, "
+            "e.g. feature_options={'text': {'dim': 256}}."
+        )
+    return np.asarray(X, dtype=np.float64)
+
+
 def check_labels(X: np.ndarray, passes, trials) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validate one labelled batch and return it as float arrays, dropping rows that carry no label."""
-    X = np.asarray(X, dtype=np.float64)
+    X = dense_features(X)
     passes = np.asarray(passes, dtype=np.float64).reshape(-1)
     trials = np.asarray(trials, dtype=np.float64).reshape(-1)
     if X.ndim != 2:

@@ -26,6 +26,11 @@ from .base import PassRateEstimator
 
 def _keyed_rows(X, passes, trials, keys):
     """Validate a labelled batch like ``check_labels`` and keep ``keys`` aligned with the surviving rows."""
+    if hasattr(X, "tocsr") and not isinstance(X, np.ndarray):  # sparse features: only row validity matters here
+        X = X.tocsr()
+        finite = np.ones(X.shape[0], dtype=bool)
+        finite[np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))[~np.isfinite(X.data)]] = False
+        X = np.where(finite[:, None], 0.0, np.nan)
     X = np.asarray(X, dtype=np.float64)
     passes = np.asarray(passes, dtype=np.float64).reshape(-1)
     trials = np.asarray(trials, dtype=np.float64).reshape(-1)
@@ -65,6 +70,8 @@ class BetaPassRateEstimator(PassRateEstimator):
     """
 
     name = "beta"
+    keeps_prompt_record = True
+    accepts_sparse = True  # the features are ignored
 
     def __init__(
         self, prior_alpha: float = 1.0, prior_beta: float = 1.0, forgetting: float = 0.9, max_prompts: int = 1_000_000
@@ -147,11 +154,11 @@ class BetaPassRateEstimator(PassRateEstimator):
 
     # ---------------------------------------------------------------- predicting
     def predict_pass_rate(self, X, keys=None) -> np.ndarray:
-        alpha, beta = self.posterior(_check_keys(keys, len(X)))
+        alpha, beta = self.posterior(_check_keys(keys, X.shape[0]))
         return alpha / (alpha + beta)
 
     def predict_uncertainty(self, X, keys=None) -> np.ndarray:
-        alpha, beta = self.posterior(_check_keys(keys, len(X)))
+        alpha, beta = self.posterior(_check_keys(keys, X.shape[0]))
         total = alpha + beta
         return np.sqrt(alpha * beta / (total**2 * (total + 1.0)))
 

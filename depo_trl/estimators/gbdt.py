@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import PassRateEstimator, check_labels
+from .base import PassRateEstimator, check_labels, dense_features
 
 
 @contextmanager
@@ -174,7 +174,7 @@ class GBDTPassRateEstimator(PassRateEstimator):
 
     # ---------------------------------------------------------------- predicting
     def predict_pass_rate(self, X, keys=None) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float64)
+        X = dense_features(X)
         if X.ndim != 2:
             raise ValueError(f"X must be 2-D (n_prompts, n_features), got shape {X.shape}.")
         if self.n_features_in_ is not None and X.shape[1] != self.n_features_in_:

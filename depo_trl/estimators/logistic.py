@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import PassRateEstimator, check_labels
+from .base import PassRateEstimator, check_labels, dense_features
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -149,7 +149,7 @@ class LogisticPassRateEstimator(PassRateEstimator):
 
     # ---------------------------------------------------------------- predicting
     def _design(self, X) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float64)
+        X = dense_features(X)
         if X.ndim != 2:
             raise ValueError(f"X must be 2-D (n_prompts, n_features), got shape {X.shape}.")
         if self.n_features_in_ is not None and X.shape[1] != self.n_features_in_:
@@ -172,7 +172,7 @@ class LogisticPassRateEstimator(PassRateEstimator):
         if self.covariance_ is None:
             return np.full(len(p), 0.5)
         Z = self._design(X)
-        logit_var = np.einsum("ij,jk,ik->i", Z, self.covariance_, Z)
+        logit_var = ((Z @ self.covariance_) * Z).sum(axis=1)  # diag(Z C Z^T), without einsum's slow path
         return p * (1 - p) * np.sqrt(np.maximum(logit_var, 0.0))
 
     # --------------------------------------------------------------------- state

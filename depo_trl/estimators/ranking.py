@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import PassRateEstimator
+from .base import PassRateEstimator, dense_features
 
 
 @contextmanager
@@ -159,7 +159,7 @@ class RankingPassRateEstimator(PassRateEstimator):
 
     # ------------------------------------------------------------------ learning
     def _check_X(self, X) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float64)
+        X = dense_features(X)
         if X.ndim != 2:
             raise ValueError(f"X must be 2-D (n_prompts, n_features), got shape {X.shape}.")
         if self.n_features_in_ is not None and X.shape[1] != self.n_features_in_:

@@ -11,8 +11,9 @@ from the extension). The built-in names need no network:
 - ``dataset_name: depo:letters`` / ``depo:controlled``: the synthetic tasks of ``depo_trl.tasks``;
 - ``dataset_name: depo:graded``: the graded, verifiable task families of ``depo_trl.graded_tasks`` (arithmetic,
   comparisons, word puzzles at levels 1-4, reward ``graded_reward``), for small real models. Choose families and
-  levels with ``dataset_config``, e.g. ``dataset_config: "families=add,sub levels=1,2"``; the test split is drawn
-  with another seed, without the training questions.
+  levels with ``dataset_config``, e.g. ``dataset_config: "families=add,sub levels=1,2 test=48"``; the test split
+  (``test`` prompts, default a quarter of the training rows) is drawn with another seed, without the training
+  questions.
 """
 
 from __future__ import annotations
@@ -67,14 +68,15 @@ def _graded(n_rows: int | None, seed: int, options: str | None):
 
     from .. import graded_tasks
 
-    chosen = parse_builtin_options(options, {"families": str, "levels": int})
+    chosen = parse_builtin_options(options, {"families": str, "levels": int, "test": int})
     n = n_rows or 512
+    n_test = chosen["test"][0] if chosen.get("test") else max(n // 4, 32)
     train = graded_tasks.graded_rows(n, chosen.get("families"), chosen.get("levels"), seed=seed)
     seen = {json_key(r["prompt"]) for r in train}
     # A held-out question never appears in training (small cells, e.g. 1-digit sums, repeat across seeds).
-    test = [r for r in graded_tasks.graded_rows(max(n // 4, 32) * 2, chosen.get("families"), chosen.get("levels"),
+    test = [r for r in graded_tasks.graded_rows(n_test * 2, chosen.get("families"), chosen.get("levels"),
                                                 seed=seed + 1) if json_key(r["prompt"]) not in seen]
-    return DatasetDict(train=Dataset.from_list(train), test=Dataset.from_list(test[: max(n // 4, 32)]))
+    return DatasetDict(train=Dataset.from_list(train), test=Dataset.from_list(test[:n_test]))
 
 
 def json_key(prompt) -> str:
