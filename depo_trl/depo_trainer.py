@@ -508,7 +508,8 @@ class DEPOTrainer(GRPOTrainer):
             global_prompts = gather_object([self._candidate_prompt(x) for x in inputs])
             prompts = global_prompts[::group]
             metadata = {c: gather_object([x[c] for x in inputs])[::group] for c in self.depo_featurizer.metadata_columns}
-            environments = gather_object([x.get("environment") for x in inputs])[::group]
+            environments = (None if self.environment_factories is None
+                            else gather_object([x.get("environment") for x in inputs])[::group])
             scores, embed_seconds = self._score(prompts, metadata, environments)
             low, high = self.depo_selector.band
             in_band = (scores.predicted >= low) & (scores.predicted <= high)
