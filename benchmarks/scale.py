@@ -8,7 +8,7 @@
    drive) is warmed up on 2,000 labelled prompts, then ``score`` is timed on ``--sizes`` candidates (best of
    ``--repeats``): featurisation + estimator prediction + uncertainty, everything DEPO adds per round except the
    policy's own prefill (the embeddings are given: 576-dim, like SmolLM2-135M's hidden state, reduced by the
-   fitted PCA). Candidates are DeepScaleR problems when the shared data is there, else GSM8K-like templates.
+   fitted PCA of the engine's default width). Candidates are DeepScaleR problems when the shared data is there, else GSM8K-like templates.
    Configurations: ``default`` (the DEPOConfig defaults: logistic over length + history + embedding),
    ``hierarchical`` (length + embedding: its own record replaces ``history``) and ``hierarchical + text`` (with
    the 2**18-column sparse TF-IDF text group, opt-in; each candidate's text is new to the row cache, the worst
@@ -31,6 +31,17 @@ from . import common
 
 TARGETS = {64: 0.005, 10_000: 0.1}
 HIDDEN = 576
+
+
+def _default_embedding_dim() -> int:
+    import inspect
+
+    from depo_trl.engine import PromptSelector
+
+    return int(inspect.signature(PromptSelector).parameters["embedding_dim"].default)
+
+
+EMBEDDING_DIM = _default_embedding_dim()
 CONFIGS = {
     "default": dict(estimator="logistic", features=("length", "history", "embedding")),
     "hierarchical": dict(estimator="hierarchical", features=("length", "embedding")),
@@ -152,7 +163,7 @@ def main(argv=None):
             "",
             "Cost of `PromptSelector.score` (featurisation + estimator prediction + uncertainty; the policy prefill "
             f"that produces the embeddings is not included: {HIDDEN}-dim embeddings are given and reduced by the "
-            "fitted 64-dim PCA), after a warm-up of four rounds of 500 labelled prompts, best of "
+            f"fitted {EMBEDDING_DIM}-dim PCA, the engine's default width), after a warm-up of four rounds of 500 labelled prompts, best of "
             f"{args.repeats}, on DeepScaleR problems (1 BLAS thread):",
             "",
             table,
