@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import time
+
 import numpy as np
 import torch
 from trl import GRPOTrainer
@@ -61,7 +63,10 @@ class Ledger:
     trained_useful: int = 0
     topped_up: int = 0  # dynamic sampling: zero-advantage groups used to top up a batch it could not fill
     rounds: int = 0
+    generate_seconds: float = 0.0  # inside TRL's _generate_and_score_completions (generation, rewards, advantages)
+    round_seconds: float = 0.0  # whole training rounds: the above plus the method's own choosing and learning
     round_useful_share: list = field(default_factory=list)  # per round: useful share of the groups generated
+    round_pass_rate: list = field(default_factory=list)  # per round: mean pass rate of the groups trained on
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -99,7 +104,9 @@ class CountingGRPO(GRPOTrainer):
         if not self.model.training:
             return super()._generate_and_score_completions(inputs)
         self._captured_rewards = None
+        t0 = time.perf_counter()
         output = super()._generate_and_score_completions(inputs)
+        self.ledger.generate_seconds += time.perf_counter() - t0
         passes = self.group_passes(self._captured_rewards)
         G = self.num_generations
         ledger = self.ledger
@@ -113,15 +120,22 @@ class CountingGRPO(GRPOTrainer):
         self.last_passes = passes
         return output
 
-    def training_batch_done(self, passes: np.ndarray, groups_generated_before: int, useful_before: int) -> None:
-        """Book one round: the groups trained on and the useful share of the groups generated this round."""
+    def round_start(self) -> tuple[int, int, float]:
+        """What ``training_batch_done`` needs to book the round that starts now."""
+        return self.ledger.groups, self.ledger.useful_groups, time.perf_counter()
+
+    def training_batch_done(self, passes: np.ndarray, groups_generated_before: int, useful_before: int,
+                            started: float) -> None:
+        """Book one round: the groups trained on, the useful share of the groups generated, the round's time."""
         G = self.num_generations
         ledger = self.ledger
         ledger.rounds += 1
+        ledger.round_seconds += time.perf_counter() - started
         ledger.trained_groups += len(passes)
         ledger.trained_useful += int(((passes > 0) & (passes < G)).sum())
         generated = ledger.groups - groups_generated_before
         ledger.round_useful_share.append((ledger.useful_groups - useful_before) / max(generated, 1))
+        ledger.round_pass_rate.append(float(np.mean(passes)) / G if len(passes) else float("nan"))
 
 
 class UniformGRPO(CountingGRPO):
@@ -130,7 +144,7 @@ class UniformGRPO(CountingGRPO):
     def _generate_and_score_completions(self, inputs):
         if not self.model.training:
             return super()._generate_and_score_completions(inputs)
-        before = (self.ledger.groups, self.ledger.useful_groups)
+        before = self.round_start()
         output = super()._generate_and_score_completions(inputs)
         self.training_batch_done(self.last_passes, *before)
         return output
@@ -144,7 +158,7 @@ class CountingDEPO(DEPOTrainer, CountingGRPO):
     def _generate_and_score_completions(self, inputs):
         if not self.model.training:
             return super()._generate_and_score_completions(inputs)
-        before = (self.ledger.groups, self.ledger.useful_groups)
+        before = self.round_start()
         output = super()._generate_and_score_completions(inputs)
         self.training_batch_done(self.last_passes, *before)
         return output
@@ -256,7 +270,7 @@ class DynamicSamplingTrainer(CountingGRPO):
             return super()._generate_and_score_completions(inputs)
         G = self.num_generations
         n_groups = len(inputs) // G
-        before = (self.ledger.groups, self.ledger.useful_groups)
+        before = self.round_start()
         kept: list[tuple[dict, list[int], np.ndarray]] = []  # (output, kept group slots, their passes)
         dropped: list[tuple[dict, int, int]] = []  # (output, group slot, passes)
         n_kept, calls = 0, 0
@@ -347,7 +361,7 @@ class GRESOTrainer(CountingGRPO):
         if not self.model.training:
             return super()._generate_and_score_completions(inputs)
         n_groups = len(inputs) // self.num_generations
-        before = (self.ledger.groups, self.ledger.useful_groups)
+        before = self.round_start()
         indices = self._choose(n_groups)
         output = super()._generate_and_score_completions(_rows(self, indices))
         self._observe(indices, self.last_passes)

@@ -1,16 +1,24 @@
-"""The end-to-end benchmark's synthetic task, its tiny model and the supervised warm start.
+"""The end-to-end benchmark's synthetic task, its difficulty regimes, its tiny model and the supervised warm start.
 
 Task: **string reversal**. A prompt is ``"<letters>>"`` (e.g. ``"kqbz>"``), the answer is the letters reversed
-(``"zbqk"``) followed by the end-of-sequence token. The difficulty knob is the string length: under sampling at
-temperature 1 every answer character is a chance to slip, so after a short warm start the pass rate falls with
-length, from nearly always (1-2 letters) to nearly never (the longest strings). The reward is exact match, binary.
+(``"zbqk"``) followed by the end-of-sequence token. The difficulty knob is the string length. The warm start (a
+plain torch loop: teacher forcing, loss on the answer tokens only, stopped once the loss reaches
+``warm_target_loss``) trains on lengths ``min_length .. warm_max_length`` only, which splits the lengths into three difficulty classes for the warm-started policy
+(measured and printed by the benchmark):
 
-The model is the package's char-level tokenizer (``depo_trl.tiny``) and a small Qwen2 built in code and seeded;
-the warm start is a plain torch loop (teacher forcing, loss on the answer tokens only) whose length is chosen so
-that pass rates spread over (0, 1) across lengths. The warm-started weights are cached under
-``benchmarks/results/cache/`` (git-ignored), keyed by every setting that shapes them.
+- ``solved``: ``min_length .. solved_max_length``, nearly always right at temperature 1 (groups come out all-pass);
+- ``frontier``: ``solved_max_length + 1 .. warm_max_length``, learnable: pass rates spread over (0, 1);
+- ``beyond``: ``warm_max_length + 1 .. max_length``, lengths the model never saw: nearly never right (all-fail).
 
-Everything is seeded: the same settings give the same datasets, the same checkpoint and the same spread.
+A **regime** is a training pool with a given mix of the classes (``REGIMES``): ``balanced`` is uniform over the
+warm-start lengths (solved + frontier, the benchmark's original pool), ``hard`` is mostly beyond the model,
+``easy`` mostly solved. The **held-out set** is the same in every regime and for every method: unseen strings of
+the frontier lengths, balanced over them: the difficulties on which training can still make a difference.
+
+The model is the package's char-level tokenizer (``depo_trl.tiny``) and a small Qwen2 built in code and seeded.
+The warm-started weights are cached under ``benchmarks/results/cache/`` (git-ignored), keyed by every setting that
+shapes them. The reward is exact match, binary. Everything is seeded: the same settings give the same datasets,
+the same checkpoint and the same spread.
 """
 
 from __future__ import annotations
@@ -28,6 +36,14 @@ import numpy as np
 LETTERS = string.ascii_lowercase
 SEPARATOR = ">"
 CACHE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "cache")
+CLASSES = ("solved", "frontier", "beyond")
+
+# Share of each regime's training pool per difficulty class (uniform over the lengths inside a class).
+REGIMES: dict[str, dict[str, float]] = {
+    "balanced": {"solved": None, "frontier": None, "beyond": 0.0},  # None: uniform over the warm-start lengths
+    "hard": {"solved": 0.0, "frontier": 0.2, "beyond": 0.8},
+    "easy": {"solved": 0.8, "frontier": 0.2, "beyond": 0.0},
+}
 
 
 @dataclass(frozen=True)
@@ -35,20 +51,46 @@ class TaskSpec:
     """Everything that shapes the task, the model and the warm start (the cache key is built from it)."""
 
     min_length: int = 2
-    max_length: int = 10
+    solved_max_length: int = 3
+    warm_max_length: int = 10
+    max_length: int = 13
     hidden_size: int = 128
     num_layers: int = 4
-    warm_steps: int = 200
+    warm_steps: int = 800  # at most; the warm start stops once the loss reaches warm_target_loss
+    warm_target_loss: float = 0.1  # trailing mean over 20 steps (0: always run warm_steps)
     warm_batch: int = 64
     warm_lr: float = 3e-3
     seed: int = 0
+
+    def __post_init__(self):
+        if not self.min_length <= self.solved_max_length < self.warm_max_length <= self.max_length:
+            raise ValueError(
+                "TaskSpec needs min_length <= solved_max_length < warm_max_length <= max_length, got "
+                f"{self.min_length}, {self.solved_max_length}, {self.warm_max_length}, {self.max_length}."
+            )
 
     @property
     def max_completion_length(self) -> int:
         return self.max_length + 2  # the answer, the end-of-sequence token, one spare
 
+    def lengths(self, difficulty: str | None = None) -> list[int]:
+        """The string lengths of one difficulty class (all lengths when None)."""
+        bounds = {
+            None: (self.min_length, self.max_length),
+            "solved": (self.min_length, self.solved_max_length),
+            "frontier": (self.solved_max_length + 1, self.warm_max_length),
+            "beyond": (self.warm_max_length + 1, self.max_length),
+        }
+        if difficulty not in bounds:
+            raise ValueError(f"Unknown difficulty class {difficulty!r}; use one of {CLASSES}.")
+        low, high = bounds[difficulty]
+        return list(range(low, high + 1))
+
+    def difficulty(self, length: int) -> str:
+        return next(c for c in CLASSES if length in self.lengths(c))
+
     def key(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True) + "|task=reverse-v1"
+        blob = json.dumps(asdict(self), sort_keys=True) + "|task=reverse-v2"
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -61,62 +103,96 @@ def _random_word(rng: random.Random, length: int) -> str:
     return "".join(rng.choice(LETTERS) for _ in range(length))
 
 
-HELDOUT_UNIVERSE = 1080  # every size's held-out set is a prefix of this one, so one warm start serves all sizes
-TRAIN_UNIVERSE = 4096
+HELDOUT_PER_LENGTH = 128  # the held-out universe: this many strings per frontier length (fixed for every size)
+TRAIN_PER_LENGTH = 2048  # the train universe: at most this many strings per length
 
 
-def make_splits(spec: TaskSpec, n_train: int, n_heldout: int, seed: int = 0):
-    """Train and held-out ``datasets.Dataset``s with ``prompt``, ``answer`` and ``length`` columns.
+def regime_length_counts(spec: TaskSpec, regime: str, n: int) -> dict[int, int]:
+    """How many prompts of each length a pool of ``n`` prompts of ``regime`` holds (largest-remainder rounding)."""
+    if regime not in REGIMES:
+        raise ValueError(f"Unknown regime {regime!r}; use one of {sorted(REGIMES)}.")
+    weights = {}
+    mix = REGIMES[regime]
+    if any(v is None for v in mix.values()):  # uniform over the warm-start lengths
+        warm = spec.lengths("solved") + spec.lengths("frontier")
+        weights = {length: 1.0 / len(warm) for length in warm}
+    else:
+        for cls, share in mix.items():
+            for length in spec.lengths(cls):
+                weights[length] = share / len(spec.lengths(cls))
+    exact = {length: n * w for length, w in weights.items() if w > 0}
+    counts = {length: int(x) for length, x in exact.items()}
+    for length in sorted(exact, key=lambda k: exact[k] - counts[k], reverse=True)[: n - sum(counts.values())]:
+        counts[length] += 1
+    return counts
 
-    Lengths are balanced over ``[min_length, max_length]``; no string appears in both splits (or twice in one), so
-    held-out prompts are never trained on. Both splits are prefixes of fixed seeded universes (``heldout_words``),
-    so smaller sizes use subsets of the bigger ones' prompts and the warm start, which excludes the whole held-out
-    universe, is the same for every size. A length with few distinct strings (26**n) gives the held-out universe
-    at most a quarter of them and the train universe at most half; the other lengths make up the count."""
+
+def make_splits(spec: TaskSpec, n_train: int, n_heldout: int, seed: int = 0, regime: str = "balanced"):
+    """Train (``regime``'s pool) and held-out ``datasets.Dataset``s with ``prompt``, ``answer`` and ``length``.
+
+    The held-out set is balanced over the frontier lengths and the same for every regime. No string appears in
+    both splits (or twice in one), so held-out prompts are never trained on. Both are prefixes of fixed seeded
+    universes, so smaller sizes use subsets of the bigger ones' prompts, and the warm start, which excludes the
+    whole held-out universe (``heldout_words``), is the same for every size and regime. A length with few
+    distinct strings (26**n) gives the train universe at most half of them; the pool takes the missing prompts
+    from the other lengths of the same class."""
     from datasets import Dataset
 
-    if n_heldout > HELDOUT_UNIVERSE or n_train > TRAIN_UNIVERSE:
-        raise ValueError(f"At most {HELDOUT_UNIVERSE} held-out and {TRAIN_UNIVERSE} train prompts.")
-    heldout, train = _universes(spec, seed)
+    heldout_by_length, train_by_length = _universes(spec, seed)
+    frontier = spec.lengths("frontier")
+    if n_heldout > HELDOUT_PER_LENGTH * len(frontier):
+        raise ValueError(f"At most {HELDOUT_PER_LENGTH * len(frontier)} held-out prompts.")
+    heldout = [heldout_by_length[frontier[i % len(frontier)]][i // len(frontier)] for i in range(n_heldout)]
 
-    def dataset(words: list[str], n: int, salt: int):
-        rows = [{"prompt": make_prompt(w), "answer": w[::-1], "length": len(w)} for w in words[:n]]
+    counts = regime_length_counts(spec, regime, n_train)
+    taken = {length: min(c, len(train_by_length[length])) for length, c in counts.items()}
+    for length, c in counts.items():  # a short length's deficit goes to its class's other lengths
+        deficit = c - taken[length]
+        same_class = [m for m in spec.lengths(spec.difficulty(length)) if m != length]
+        for other in same_class:
+            extra = min(deficit, len(train_by_length[other]) - taken.get(other, 0))
+            if extra > 0:
+                taken[other] = taken.get(other, 0) + extra
+                deficit -= extra
+        if deficit:
+            raise ValueError(f"Cannot draw {n_train} distinct prompts for regime {regime!r}: too few of length {length}.")
+    train = [w for length in sorted(taken) for w in train_by_length[length][: taken[length]]]
+
+    def dataset(words: list[str], salt: int):
+        rows = [{"prompt": make_prompt(w), "answer": w[::-1], "length": len(w)} for w in words]
         random.Random(seed * 1_000_003 + salt).shuffle(rows)
         return Dataset.from_list(rows)
 
-    return dataset(train, n_train, 1), dataset(heldout, n_heldout, 2)
+    return dataset(train, 1), dataset(heldout, 2)
 
 
 def heldout_words(spec: TaskSpec, seed: int = 0) -> list[str]:
     """The whole held-out universe (the warm start never trains on these strings)."""
-    return _universes(spec, seed)[0]
+    return [w for words in _universes(spec, seed)[0].values() for w in words]
 
 
-def _universes(spec: TaskSpec, seed: int) -> tuple[list[str], list[str]]:
+def probe_words(spec: TaskSpec, per_length: int, seed: int = 0) -> dict[int, list[str]]:
+    """Train-universe strings per length (every length) for measuring the warm start's pass-rate profile."""
+    return {length: words[:per_length] for length, words in _universes(spec, seed)[1].items()}
+
+
+def _universes(spec: TaskSpec, seed: int) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
     rng = random.Random(seed * 7919 + 17)
-    lengths = list(range(spec.min_length, spec.max_length + 1))
     seen: set[str] = set()
 
-    def draw(n: int, share: float) -> list[str]:
-        caps = {length: int(share * len(LETTERS) ** length) for length in lengths}
-        counts = {length: 0 for length in lengths}
-        words, turn = [], 0
-        while len(words) < n:  # round-robin over lengths: every prefix is balanced
-            open_lengths = [length for length in lengths if counts[length] < caps[length]]
-            if not open_lengths:
-                raise ValueError(f"Cannot draw {n} distinct strings of lengths {lengths}.")
-            length = open_lengths[turn % len(open_lengths)]
-            turn += 1
+    def draw(length: int, n: int) -> list[str]:
+        n = min(n, len(LETTERS) ** length // 2)
+        words = []
+        while len(words) < n:
             word = _random_word(rng, length)
-            while word in seen:
-                word = _random_word(rng, length)
-            seen.add(word)
-            counts[length] += 1
-            words.append(word)
+            if word not in seen:
+                seen.add(word)
+                words.append(word)
         return words
 
-    heldout = draw(HELDOUT_UNIVERSE, 0.25)
-    return heldout, draw(TRAIN_UNIVERSE, 0.5)
+    heldout = {length: draw(length, HELDOUT_PER_LENGTH) for length in spec.lengths("frontier")}
+    train = {length: draw(length, TRAIN_PER_LENGTH) for length in spec.lengths()}
+    return heldout, train
 
 
 def _completion_text(completion) -> str:
@@ -165,7 +241,8 @@ def _encode_batch(tokenizer, prompts: list[str], answers: list[str]):
 
 
 def warm_start(spec: TaskSpec, exclude=(), cache_dir: str | None = None, log=print):
-    """Supervised warm start on freshly drawn strings, never one in ``exclude`` (pass the held-out prompts' strings).
+    """Supervised warm start on freshly drawn strings of lengths ``min_length .. warm_max_length``, never one in
+    ``exclude`` (pass the held-out universe, ``heldout_words``).
     Returns ``(tokenizer, model, info)``; cached on disk, keyed by ``spec`` and ``exclude``."""
     import torch
 
@@ -190,7 +267,7 @@ def warm_start(spec: TaskSpec, exclude=(), cache_dir: str | None = None, log=pri
     for step in range(spec.warm_steps):
         words = []
         while len(words) < spec.warm_batch:
-            word = _random_word(rng, rng.randint(spec.min_length, spec.max_length))
+            word = _random_word(rng, rng.randint(spec.min_length, spec.warm_max_length))
             if word not in exclude:
                 words.append(word)
         ids, mask, labels = _encode_batch(tokenizer, [make_prompt(w) for w in words], [w[::-1] for w in words])
@@ -205,8 +282,13 @@ def warm_start(spec: TaskSpec, exclude=(), cache_dir: str | None = None, log=pri
         losses.append(loss.item())
         if (step + 1) % 50 == 0:
             log(f"warm start: step {step + 1}/{spec.warm_steps} loss {np.mean(losses[-50:]):.3f}")
+        # Stop on the loss, not a step count: when the loss drops varies a lot between seeds (it falls
+        # suddenly), and the pass-rate profile follows the loss.
+        if spec.warm_target_loss > 0 and len(losses) >= 20 and np.mean(losses[-20:]) <= spec.warm_target_loss:
+            break
     model.eval()
-    info = {"seconds": time.perf_counter() - start, "final_loss": float(np.mean(losses[-20:])), "cached": False}
+    info = {"seconds": time.perf_counter() - start, "final_loss": float(np.mean(losses[-20:])), "steps": len(losses),
+            "cached": False}
     os.makedirs(cache_dir, exist_ok=True)
     tmp = path + ".tmp"
     torch.save({"state_dict": model.state_dict(), "info": info, "spec": asdict(spec)}, tmp)

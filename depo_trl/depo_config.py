@@ -69,7 +69,9 @@ class DEPOConfig(GRPOConfig):
         depo_warm_start_path (`str`, *optional*):
             A JSONL of measured pass rates (`prompt`/`problem` + `pass_rate`/`successes_of_N`/`passes`,`trials`) to
             fit the estimator on before the first round, with the same features as training (embeddings from the
-            initial policy).
+            initial policy). Plain-string prompts are rendered like the training prompts: when those are chats, the
+            string becomes the last user turn of the first training prompt (same system prompt), so features and
+            prompt keys match. With `metadata` features every row must carry the metadata columns.
         depo_warm_start_max_prompts (`int`, *optional*, defaults to `4096`):
             Most rows read from `depo_warm_start_path`.
         depo_pass_reward (`str`, *optional*):
@@ -84,7 +86,7 @@ class DEPOConfig(GRPOConfig):
         depo_embedding_pooling (`str`, *optional*, defaults to `"mean"`):
             How the policy's last hidden states of a prompt are pooled: `"mean"` (masked mean) or `"last"`.
         depo_embedding_dim (`int`, *optional*, defaults to `16`):
-            Columns the pooled embedding is projected to (seeded Gaussian random projection).
+            Columns the pooled embedding is reduced to (PCA learnt from the first 256 embeddings, then frozen).
         depo_embedding_max_length (`int`, *optional*, defaults to `512`):
             Prompts longer than this many tokens are truncated (from the left) for embedding only; generation
             always sees the full prompt.
@@ -174,7 +176,7 @@ class DEPOConfig(GRPOConfig):
         default="mean", metadata={"help": "Pooling of the policy's last hidden states: 'mean' or 'last'."}
     )
     depo_embedding_dim: int = field(
-        default=16, metadata={"help": "Dimension the pooled embedding is randomly projected to."}
+        default=16, metadata={"help": "Dimension the pooled embedding is reduced to (PCA fitted on the first embeddings)."}
     )
     depo_embedding_max_length: int = field(
         default=512, metadata={"help": "Prompts are truncated to this many tokens for embedding only."}

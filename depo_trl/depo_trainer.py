@@ -19,7 +19,10 @@ Featurising, predicting, selecting and learning are the framework-agnostic engin
 model, gather/broadcast across ranks, the U x G row layout, reward capture, metrics and checkpoints.
 
 During ``depo_warmup_steps`` (or when K = 1) step 1-4 are replaced by GRPO's own batch, untouched: the trainer
-behaves exactly like ``GRPOTrainer`` while the estimator learns. Evaluation is never filtered. With nothing to choose
+behaves exactly like ``GRPOTrainer`` while the estimator learns (the embedding prefill runs in eval mode and draws no
+torch RNG). Evaluation is never filtered. Every row handed to TRL is its own object with exactly the columns TRL's
+dataloader would give it. An epoch is one pass of the candidate walk (``depo_trl.epochs``): TRL's dataloader is cut
+to that many rounds, and once filtering has begun its batches (which DEPO ignores) are not read from the dataset. With nothing to choose
 from (a TRL environment owns the data, or the dataset holds no more than U prompts) the whole run is plain GRPO.
 """
 
@@ -505,7 +508,8 @@ class DEPOTrainer(GRPOTrainer):
             global_prompts = gather_object([self._candidate_prompt(x) for x in inputs])
             prompts = global_prompts[::group]
             metadata = {c: gather_object([x[c] for x in inputs])[::group] for c in self.depo_featurizer.metadata_columns}
-            environments = gather_object([x.get("environment") for x in inputs])[::group]
+            environments = (None if self.environment_factories is None
+                            else gather_object([x.get("environment") for x in inputs])[::group])
             scores, embed_seconds = self._score(prompts, metadata, environments)
             low, high = self.depo_selector.band
             in_band = (scores.predicted >= low) & (scores.predicted <= high)
@@ -691,7 +695,7 @@ class DEPOTrainer(GRPOTrainer):
             self._warn_once(
                 "pass_signal_constant",
                 f"In DEPO's first {rounds} rounds, {'all' if n_passed else 'none'} of {int(n_scored)} scored "
-                f"completions passed (pass reward {names[0] if len(names) == 1 else names} >= depo_pass_threshold="
+                f"completions passed (pass reward {names[0]!r} >= depo_pass_threshold="
                 f"{self.args.depo_pass_threshold}), so its estimator cannot tell prompts apart yet. If that reward is "
                 "shaped (a length, a score), set depo_pass_threshold to the value that means a correct answer, or "
                 "depo_pass_reward to a 0/1 reward; if it is 0/1, the prompts so far were all too "

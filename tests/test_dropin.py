@@ -274,7 +274,7 @@ def test_warm_start_prompt_features_match_the_dataset_prompt(tokenizer, config_f
         for row in plain:
             f.write(json.dumps({"problem": row["prompt"], "pass_rate": row["set_size"] / 94}) + "\n")
     args = config_factory(max_steps=1, depo_warmup_steps=0, depo_warm_start_path=str(path),
-                          depo_features=["length", "text", "embedding"])
+                          depo_features=["length", "text", "embedding"], depo_feature_options={"text": {"dim": 32}})
     trainer = _build(tokenizer, args, dataset=dataset)
     fitted = {}
     original = trainer.depo_estimator.partial_fit
@@ -358,13 +358,26 @@ def test_ranks_that_drew_different_candidates_fail_loudly(tokenizer, config_fact
 
 
 # ---------------------------------------------------------------- 7. epochs
+def _distinct_letters(n):
+    """letters_dataset repeats a few prompts (e.g. every 94-character set is the same text); the cap counts a prompt,
+    not a row, so these tests use distinct prompts."""
+    from datasets import Dataset
+
+    rows, seen = [], set()
+    for row in letters_dataset(4 * n):
+        if row["allowed"] not in seen and len(rows) < n:
+            seen.add(row["allowed"])
+            rows.append(row)
+    return Dataset.from_list(rows)
+
+
 def test_one_epoch_is_one_pass_of_the_candidate_walk(tokenizer, config_factory):
     """64 prompts, pools of K x U = 16: an epoch is 4 rounds, in which every prompt is offered once and no prompt is
     rolled out twice; num_train_epochs, max_steps and the logged epoch agree."""
     from depo_trl.audit import read_decisions
 
     args = config_factory(max_steps=-1, num_train_epochs=1, depo_warmup_steps=0, depo_candidate_multiplier=4)
-    trainer = _build(tokenizer, args, dataset=letters_dataset(64))
+    trainer = _build(tokenizer, args, dataset=_distinct_letters(64))
     trainer.train()
     assert trainer.state.max_steps == 4 and trainer.state.global_step == 4  # was 16: K passes of the walk
     assert trainer.state.epoch == pytest.approx(1.0)
@@ -379,7 +392,7 @@ def test_rollout_cap_counts_warmup_and_discarded_batches_are_not_loaded(tokenize
     from depo_trl.audit import read_decisions
 
     args = config_factory(max_steps=-1, num_train_epochs=1, depo_warmup_steps=1, depo_candidate_multiplier=4)
-    trainer = _build(tokenizer, args, dataset=letters_dataset(64))
+    trainer = _build(tokenizer, args, dataset=_distinct_letters(64))
     trainer.train()
     records = read_decisions(args.output_dir)
     assert [r["warmup"] for r in records] == [True, False, False, False]

@@ -15,9 +15,10 @@ import torch
 
 from benchmarks import e2e, e2e_methods, e2e_task
 
-TINY_SPEC = {"min_length": 2, "max_length": 5, "hidden_size": 32, "num_layers": 2, "warm_steps": 10, "warm_batch": 16}
-TINY_SIZE = {"n_train": 48, "n_heldout": 16, "prompts_per_step": 4, "group": 4, "steps": 4, "eval_every": 2, "eval_samples": 1,
-                 "lr": 1e-3, "depo_warmup_steps": 1}
+TINY_SPEC = {"min_length": 2, "solved_max_length": 2, "warm_max_length": 4, "max_length": 5, "hidden_size": 32,
+             "num_layers": 2, "warm_steps": 10, "warm_batch": 16}
+TINY_SIZE = {"n_train": 48, "n_heldout": 16, "prompts_per_step": 4, "group": 4, "steps": 4, "eval_every": 2,
+             "eval_samples": 1, "lr": 1e-3, "profile_per_length": 4}
 
 
 class CountingReward:
@@ -127,56 +128,146 @@ def test_greso_skips_prompts_with_zero_variance_streaks(tmp_path):
     assert output["advantages"].shape == (16,) and trainer.ledger.completions == reward.calls == 16
 
 
+def test_regime_pools_have_their_difficulty_mix_and_a_shared_heldout_set():
+    spec = e2e_task.TaskSpec()
+    pools = {r: e2e_task.make_splits(spec, 400, 70, regime=r) for r in e2e_task.REGIMES}
+    heldouts = {tuple(h["prompt"]) for _, h in pools.values()}
+    assert len(heldouts) == 1  # the same held-out set in every regime
+    heldout = pools["hard"][1]
+    assert set(heldout["length"]) == set(spec.lengths("frontier"))
+    for regime, (train, _) in pools.items():
+        assert len(train) == 400 and len(set(train["prompt"])) == 400
+        assert not set(train["prompt"]) & set(heldout["prompt"])
+        classes = [spec.difficulty(n) for n in train["length"]]
+        share = {c: classes.count(c) / len(classes) for c in e2e_task.CLASSES}
+        expected = e2e_task.REGIMES[regime]
+        if regime == "balanced":
+            assert share["beyond"] == 0 and set(train["length"]) == set(range(spec.min_length, spec.warm_max_length + 1))
+        else:
+            for c, v in expected.items():
+                assert share[c] == pytest.approx(v, abs=0.01)
+    # the warm start never sees a held-out string, whatever the regime
+    assert set(heldout["answer"]) <= {w[::-1] for w in e2e_task.heldout_words(spec)}
+
+
+def test_method_specs_parse_builtins_and_ablations():
+    assert e2e.parse_method("GRPO").trainer == "GRPO"
+    mopps = e2e.parse_method("MoPPS")
+    assert mopps.trainer == "DEPO" and mopps.overrides["depo_estimator"] == "beta"
+    ablation = e2e.parse_method("DEPO-x=DEPO:depo_warmup_steps=3,depo_features=[\"length\"],learning_rate=1e-3")
+    assert ablation.label == "DEPO-x" and ablation.overrides == {
+        "depo_warmup_steps": 3, "depo_features": ["length"], "learning_rate": 1e-3}
+    assert e2e.parse_method("DEPO-gbdt").overrides == {"depo_estimator": "gbdt"}
+    with pytest.raises(ValueError, match="Unknown method"):
+        e2e.parse_method("PPO")
+
+
+def test_analysis_ratios_and_spread():
+    from benchmarks import e2e_analysis as A
+
+    def run(method, seed, accs, per_step=100):
+        curve = [{"step": i, "completions": i * per_step, "tokens": i * per_step * 5, "train_seconds": float(i),
+                  "accuracy": a} for i, a in enumerate(accs)]
+        ledger = {"completions": curve[-1]["completions"], "tokens": curve[-1]["tokens"], "groups": 10,
+                  "useful_groups": 5, "trained_groups": 10, "trained_useful": 5}
+        return {"method": method, "seed": seed, "curve": curve, "ledger": ledger,
+                "train_seconds": curve[-1]["train_seconds"], "overhead_seconds": 0.0}
+
+    flat = [0.5] * 3
+    runs = [run("GRPO", s, flat + [0.6, 0.7, 0.8, 0.8, 0.8, 0.8]) for s in range(2)]
+    runs += [run("DEPO", s, flat[:1] + [0.8] * 8) for s in range(2)]
+    analysis = A.analyse_regime(runs)
+    assert analysis["targets"]["grpo_final"]["value"] == pytest.approx(0.8)
+    depo = analysis["methods"]["DEPO"]["aggregate"]
+    # GRPO first reaches a trailing-3 mean of 0.8 at step 7 (700 completions); DEPO at step 3 (300)
+    assert depo["grpo_final_completions_vs_grpo"]["mean"] == pytest.approx(300 / 700)
+    assert A.verdicts("hard", analysis)["DEPO"]["half_of_grpo_completions"]
+    assert not analysis["methods"]["DEPO"]["vs_grpo_at_budget"]["real"]  # equal final accuracy
+
+
 def test_quick_benchmark_end_to_end(tmp_path):
     docs = tmp_path / "benchmarks.md"
     docs.write_text("# Benchmarks\n\n<!-- other:start -->\nkeep me\n<!-- other:end -->\n")
-    counters = {}
+    scored = {}  # run label -> completions the reward function scored during that run
+    reward = CountingReward()
+    last = [0]
 
-    class PerMethodReward(CountingReward):
-        pass
-
-    reward = PerMethodReward()
-    calls_before = {}
-
-    def log(message):
-        if message.startswith("[") and "training" in message:
-            calls_before[message.split("]")[0][1:]] = reward.calls
-        if message.startswith("[") and "completions" in message and "training" not in message:
-            label = message.split("]")[0][1:]
-            counters[label] = reward.calls - calls_before[label]
+    def log(message):  # every run's completions must equal what the reward function scored
+        if message.startswith("[") and "completions" in message:
+            scored[message.split("]")[0][1:]] = reward.calls - last[0]
+            last[0] = reward.calls
 
     spec = e2e_task.TaskSpec(**TINY_SPEC)
+    methods = ["GRPO", "DS", "GRESO", "MoPPS", "DEPO", "DEPO-best", "DEPO-w0=DEPO:depo_warmup_steps=0"]
     payload = e2e.run_benchmark(
-        dict(TINY_SIZE), spec, ["GRPO", "DS", "GRESO", "DEPO"], str(tmp_path / "out"), "e2e_test", "test",
-        str(docs), cache_dir=str(tmp_path / "cache"), reward_func=reward, log=log,
+        dict(TINY_SIZE), spec, methods, ["balanced", "hard"], [0, 1], "e2e_test", "test", str(docs),
+        out_dir=str(tmp_path / "out"), runs_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"),
+        reward_func=reward, log=log,
     )
     data = json.loads((tmp_path / "out" / "e2e_test.json").read_text())
-    assert (tmp_path / "out" / "e2e_test.png").stat().st_size > 0
-    assert [m["method"] for m in data["methods"]] == ["GRPO", "DS", "GRESO", "DEPO"]
+    for regime in ("balanced", "hard"):
+        assert (tmp_path / "out" / f"e2e_test_{regime}.png").stat().st_size > 0
+        assert (tmp_path / "runs" / regime / "DEPO-s1.json").exists()  # per-seed JSON
     per_round = TINY_SIZE["prompts_per_step"] * TINY_SIZE["group"]
-    for m in data["methods"]:
-        ledger = m["ledger"]
-        assert ledger["completions"] == counters[m["method"]]  # every generated completion is counted
-        assert ledger["completions"] == TINY_SIZE["group"] * ledger["groups"]
-        assert ledger["trained_groups"] == TINY_SIZE["steps"] * TINY_SIZE["prompts_per_step"]
-        if m["method"] == "DS":
-            assert ledger["completions"] >= TINY_SIZE["steps"] * per_round
-        else:
-            assert ledger["completions"] == TINY_SIZE["steps"] * per_round
-        assert 0 < ledger["tokens"] <= ledger["completions"] * spec.max_completion_length
-        steps = [p["step"] for p in m["curve"]]
-        assert steps == [0, 2, 4]
-        assert all(0.0 <= p["accuracy"] <= 1.0 for p in m["curve"])
-        completions = [p["completions"] for p in m["curve"]]
-        assert completions[0] == 0 and completions == sorted(completions)
-    assert set(data["analysis"]["targets"]) == {"grpo_final", "grpo_90"}
-    grpo = next(m for m in data["methods"] if m["method"] == "GRPO")
-    assert grpo["reach"]["grpo_final"] is not None  # GRPO reaches its own final accuracy
-    assert "DEPO" in data["analysis"]["verdict"]
+    for regime in ("balanced", "hard"):
+        runs = data["runs"][regime]
+        assert [(r["method"], r["seed"]) for r in runs] == [(m.split("=")[0], s) for s in (0, 1) for m in methods]
+        for r in runs:
+            ledger = r["ledger"]
+            label = f"{regime} {r['method']} s{r['seed']}"
+            assert ledger["completions"] == scored[label]  # every generated completion is counted
+            assert ledger["completions"] == TINY_SIZE["group"] * ledger["groups"]
+            assert ledger["trained_groups"] == TINY_SIZE["steps"] * TINY_SIZE["prompts_per_step"]
+            if r["method"] == "DS":
+                assert ledger["completions"] >= TINY_SIZE["steps"] * per_round
+            else:
+                assert ledger["completions"] == TINY_SIZE["steps"] * per_round
+            assert 0 < ledger["tokens"] <= ledger["completions"] * spec.max_completion_length
+            assert [p["step"] for p in r["curve"]] == [0, 2, 4]
+            assert r["curve"][0]["greedy_accuracy"] is not None and r["curve"][1]["greedy_accuracy"] is None
+            assert 0 <= r["overhead_seconds"] <= r["train_seconds"]
+        analysis = data["analysis"][regime]
+        assert set(analysis["methods"]) == {m.split("=")[0] for m in methods}
+        grpo = analysis["methods"]["GRPO"]["aggregate"]
+        assert grpo["grpo_final_reached"] >= 1 and grpo["final_accuracy"]["n"] == 2
+    assert set(data["verdicts"]["hard"]["DEPO"]) == {
+        "half_of_grpo_completions", "third_of_ds_completions", "accuracy_at_grpo_budget_not_below_grpo",
+        "wall_time_0.6_of_grpo"}
     text = docs.read_text()
-    assert "keep me" in text and text.count("<!-- e2e:start -->") == 1 and "| GRPO |" in text
-    # a second run replaces the section in place
-    e2e.update_docs_section("replaced", str(docs))
-    text = docs.read_text()
-    assert "replaced" in text and "| GRPO |" not in text and "keep me" in text
+    assert "keep me" in text and text.count("<!-- e2e:start -->") == 1 and "| GRPO | 2 |" in text
+    assert "### Regime `hard`" in text
+    # rendering again from the saved JSON replaces the section in place
+    e2e.main(["--render", str(tmp_path / "out" / "e2e_test.json"), "--docs", str(docs)])
+    assert docs.read_text().count("<!-- e2e:start -->") == 1
     assert payload["meta"]["command"] == "test"
+
+
+def test_gpu_check_tiny_cpu_path(tmp_path, monkeypatch):
+    from benchmarks import gpu_check
+
+    monkeypatch.setenv("OUT", str(tmp_path))
+    summary = gpu_check.main(["--tiny"])
+    assert summary["tiny"] and summary["steps"] == 2 and len(summary["rows"]) == 2
+    measured = [r for r in summary["rows"] if r["step"] > summary["warmup_steps"]]
+    assert measured and all(0 < r["depo_share"] < 1 for r in measured)
+    assert all(r["depo/candidates_scored"] == 4 * summary["U"] for r in measured)  # K x U scored after warm-up
+    assert json.loads((tmp_path / "gpu_check_tiny.json").read_text())["completion_tokens"] == 8
+
+
+def test_real_lm_pool_keeps_families_with_spread_and_a_fresh_heldout_set():
+    pytest.importorskip("depo_trl.graded_tasks")
+    from benchmarks import e2e_real_lm
+
+    records = []
+    for family, rates in {"add": [1.0, 0.6, 0.2, 0.0], "parity": [0.5, 0.5, 0.5, 0.5], "mul": [0.0] * 4}.items():
+        for level, rate in enumerate(rates, start=1):
+            for i in range(3):
+                records.append({"question": f"{family} {level} {i}", "family": family, "level": level, "answer": "1",
+                                "answer_kind": "number", "pass_rate": rate})
+    assert e2e_real_lm.spread_families(records) == ["add", "parity"]
+    size = dict(e2e_real_lm.SIZES["quick"], n_heldout=5, max_pool=100)
+    pool, heldout, info = e2e_real_lm.build_data(records, size)
+    assert set(pool["family"]) == {"add", "parity"} and len(pool) == 24  # every level of the kept families
+    assert len(heldout) == 5 and not set(q[0]["content"] for q in heldout["prompt"]) & set(r["question"] for r in records)
+    assert {(c["family"], c["level"]) for c in info["heldout_cells"]} == {("add", 2), ("add", 3)} | {
+        ("parity", lvl) for lvl in range(1, 5)}
