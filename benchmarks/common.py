@@ -204,6 +204,9 @@ def limit_blas_threads(n: int = 1) -> None:
     except ImportError:  # scikit-learn depends on it, so this is rare; the benchmarks only get slower
         return
     threadpool_limits(limits=n, user_api="blas")
+    # OpenMP too (scikit-learn's histogram gradient boosting): on shared cores its spinning threads made one gbdt
+    # replay run take ~220 s instead of ~20 s.
+    threadpool_limits(limits=n, user_api="openmp")
 
 
 def run_main(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> None:

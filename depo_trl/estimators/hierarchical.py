@@ -147,7 +147,7 @@ class HierarchicalPassRateEstimator(PassRateEstimator):
         kappa_range (`tuple`, defaults to `(0.5, 200.0)`): search range of the automatic prior strength.
         initial_prior_strength (`float`, defaults to `2.0`): ``kappa`` before it can be fitted.
         prior_pass_rate (`float`, defaults to `0.5`): the content prediction before any label.
-        max_iter (`int`, defaults to `60`): L-BFGS iterations per refit.
+        max_iter (`int`, defaults to `300`): most L-BFGS iterations per refit (warm-started refits stop far sooner).
         max_prompts (`int`, defaults to `1000000`): prompts whose record is remembered.
     """
 
@@ -165,7 +165,7 @@ class HierarchicalPassRateEstimator(PassRateEstimator):
         kappa_range: tuple[float, float] = (0.5, 200.0),
         initial_prior_strength: float = 2.0,
         prior_pass_rate: float = 0.5,
-        max_iter: int = 60,
+        max_iter: int = 300,
         max_prompts: int = 1_000_000,
     ):
         if l2 < 0:
