@@ -204,6 +204,9 @@ def limit_blas_threads(n: int = 1) -> None:
     except ImportError:  # scikit-learn depends on it, so this is rare; the benchmarks only get slower
         return
     threadpool_limits(limits=n, user_api="blas")
+    # OpenMP too (scikit-learn's histogram gradient boosting): on shared cores its spinning threads made one gbdt
+    # replay run take ~220 s instead of ~20 s.
+    threadpool_limits(limits=n, user_api="openmp")
 
 
 def run_main(main: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None = None) -> None:
@@ -242,15 +245,21 @@ def content_feature_names(include_history: bool) -> list[str]:
 DENSE_TEXT_DIM = 128
 
 
-def feature_plan(estimator_cls, include_history: bool) -> tuple[list[str], dict | None]:
+def feature_plan(
+    estimator_cls, include_history: bool, text_for_record_models: bool = True
+) -> tuple[list[str], dict | None]:
     """Feature groups and options a benchmark gives one estimator class.
 
     Estimators that accept sparse input get the wide sparse TF-IDF ``text`` group (the library default); the
     others a dense ``DENSE_TEXT_DIM``-column one. An estimator that keeps each prompt's own record
-    (``keeps_prompt_record``) gets no ``history`` group: it would count the same evidence twice.
+    (``keeps_prompt_record``) gets no ``history`` group: it would count the same evidence twice; with
+    ``text_for_record_models=False`` it gets no ``text`` either (on a pool whose prompts recur every round, wide
+    text lets the content model memorise each prompt: a second, never-forgetting history).
     """
     keeps_record = bool(getattr(estimator_cls, "keeps_prompt_record", False))
     names = content_feature_names(include_history=include_history and not keeps_record)
+    if keeps_record and not text_for_record_models:
+        names = [n for n in names if n != "text"]
     if "text" in names and not getattr(estimator_cls, "accepts_sparse", False):
         return names, {"text": {"dim": DENSE_TEXT_DIM}}
     return names, None

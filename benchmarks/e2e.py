@@ -496,7 +496,9 @@ def docs_body(payload: dict, png_rel: dict[str, str]) -> str:
         "work alone (time in training rounds outside TRL's generation and scoring: for DEPO, policy embedding + "
         "estimator + selection)."
     )
-    parts = [f"## End to end across difficulty regimes (real trainers, CPU)", setup, task_text, _profile_table(payload),
+    title = ("## End to end across difficulty regimes (real trainers, CPU)" if meta.get("section", SECTION) == SECTION
+             else f"## End to end, ablation `{meta.get('section')}`: DEPO variants beside GRPO and DS")
+    parts = [title, setup, task_text, _profile_table(payload),
              pools, methods, how]
     for regime in regimes:
         parts.append(f"### Regime `{regime}`")

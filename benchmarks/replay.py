@@ -52,7 +52,7 @@ NAME = "replay"
 LOG_FILE = "passrate/one_shot_rlvr_acc_step_500.json"
 TEXT_FILE = "passrate/one_shot_rlvr_dsr_sub.parquet"
 GROUP_SIZE = 8
-TARGET_SHARE, TARGET_USEFUL = 0.4, 0.90
+TARGET_SHARE, TARGET_USEFUL, TARGET_MARGIN = 0.4, 0.85, 0.02  # issue 9: >= 0.85 and >= best baseline + 0.02
 BASELINE_KEYS = ("uniform", "dynamic_sampling", "greso", "mopps")
 
 
@@ -263,12 +263,16 @@ def build_methods(data: ReplayData, args) -> tuple[dict[str, Callable[[], Select
     for est, cls in estimators.items():
         if args.estimators and est not in args.estimators:
             continue
-        features, options = common.feature_plan(cls, include_history=True)
-        for pol_name in policies:
+        features, options = common.feature_plan(cls, include_history=True, text_for_record_models=False)
+        variants = [(pol, args.exploration) for pol in policies]
+        if getattr(cls, "keeps_prompt_record", False):
+            # A per-prompt posterior explores by its own uncertainty: also run it without the uniform share.
+            variants += [(pol, 0.0) for pol in policies if args.exploration > 0]
+        for pol_name, exploration in variants:
             if args.policies and pol_name not in args.policies:
                 continue
-            key = f"depo:{est}:{pol_name}"
-            methods[key] = lambda est=est, pol=pol_name, features=features, options=options: DEPOSelector(
+            key = f"depo:{est}:{pol_name}" + ("" if exploration == args.exploration else f":explore{exploration:g}")
+            methods[key] = lambda est=est, pol=pol_name, features=features, options=options, exploration=exploration: DEPOSelector(
                 n,
                 GROUP_SIZE,
                 est,
@@ -277,12 +281,13 @@ def build_methods(data: ReplayData, args) -> tuple[dict[str, Callable[[], Select
                 data.texts,
                 args.band_low,
                 args.band_high,
-                args.exploration,
+                exploration,
                 args.revisit_after,
                 feature_options=options,
             )
             info[key] = {
-                "label": f"DEPO {est} / {pol_name}",
+                "label": f"DEPO {est} / {pol_name}" + ("" if exploration == args.exploration else f", exploration {exploration:g}"),
+                "exploration": exploration,
                 "kind": "depo",
                 "estimator": est,
                 "policy": pol_name,
@@ -399,9 +404,9 @@ def _targets(results: dict, info: dict, shares: Sequence[float]) -> dict:
         "best_baseline_seed_std": std.get(best_base),
         "best_baseline": info[best_base]["label"] if best_base else None,
         "best_baseline_useful_share": base.get(best_base),
-        "useful_share_at_least_0.90": depo[best_key] >= TARGET_USEFUL,
-        "above_every_baseline": best_base is None or depo[best_key] > base[best_base],
-        "met": depo[best_key] >= TARGET_USEFUL and (best_base is None or depo[best_key] > base[best_base]),
+        "useful_share_at_least_target": depo[best_key] >= TARGET_USEFUL,
+        "above_every_baseline_by_margin": best_base is None or depo[best_key] >= base[best_base] + TARGET_MARGIN,
+        "met": depo[best_key] >= TARGET_USEFUL and (best_base is None or depo[best_key] >= base[best_base] + TARGET_MARGIN),
     }
 
 
@@ -472,12 +477,12 @@ def _docs_body(payload: dict, table: str, plot_path: Path, docs_path: Path) -> s
     plot_link = Path(os.path.relpath(Path(plot_path).resolve(), Path(docs_path).resolve().parent))
     if t.get("evaluated"):
         verdict = (
-            f"**Target (40% budget: DEPO useful share >= 0.90 and above every baseline): "
+            f"**Target (40% budget: DEPO useful share >= {TARGET_USEFUL} and >= the best baseline + {TARGET_MARGIN}): "
             f"{'met' if t['met'] else 'not met'}.** Best DEPO: {t['best_depo']} at "
-            f"{t['best_depo_useful_share']:.3f}{_pm(t.get('best_depo_seed_std'))} (>= 0.90: "
-            f"{'yes' if t['useful_share_at_least_0.90'] else 'no'}); best baseline: {t['best_baseline']} at "
-            f"{t['best_baseline_useful_share']:.3f}{_pm(t.get('best_baseline_seed_std'))} (DEPO above every "
-            f"baseline: {'yes' if t['above_every_baseline'] else 'no'}, by "
+            f"{t['best_depo_useful_share']:.3f}{_pm(t.get('best_depo_seed_std'))} (>= {TARGET_USEFUL}: "
+            f"{'yes' if t['useful_share_at_least_target'] else 'no'}); best baseline: {t['best_baseline']} at "
+            f"{t['best_baseline_useful_share']:.3f}{_pm(t.get('best_baseline_seed_std'))} (margin >= "
+            f"{TARGET_MARGIN}: {'yes' if t['above_every_baseline_by_margin'] else 'no'}, by "
             f"{t['best_depo_useful_share'] - t['best_baseline_useful_share']:+.3f})."
         )
     else:
@@ -497,7 +502,11 @@ def _docs_body(payload: dict, table: str, plot_path: Path, docs_path: Path) -> s
             "method may roll out the given share of the pool; a picked prompt's outcome is the logged k/8, useful when "
             "0 < k < 8. Dynamic sampling's useful share is kept / generated and its cost is generated / budget (every "
             "other method generates exactly the budget). DEPO scores the whole pool (candidate multiplier = 1 / share) "
-            f"with features {cfg['depo_features']}, band [{cfg['band_low']}, {cfg['band_high']}], exploration "
+            f"through the engine (`PromptSelector`) with features {cfg['depo_features']} (dense 128-column text) for "
+            "estimators without a per-prompt record; `beta` and `hierarchical` keep their own record of each prompt, "
+            "so they get neither `history` (the same evidence twice) nor `text` (wide text lets the content model "
+            "memorise each recurring prompt: with it, `hierarchical` / usefulness fell from 0.824 to 0.807 in a "
+            f"one-seed trial), so `length` only; band [{cfg['band_low']}, {cfg['band_high']}], exploration "
             f"{cfg['exploration']}, revisit floor {cfg['revisit_after']} rounds (the `DEPOConfig` defaults; one "
             "round = one epoch here), selection policy as named; it learns only from the groups it rolled out, as "
             f"GRESO and MoPPS do. Mean over seeds {cfg['seeds']}."
@@ -653,7 +662,7 @@ def report(payload: dict, args) -> dict:
     if targets.get("evaluated"):
         print(
             f"target @40%: best DEPO {targets['best_depo']} {targets['best_depo_useful_share']:.3f} "
-            f"(>= 0.90: {targets['useful_share_at_least_0.90']}), best baseline {targets['best_baseline']} "
+            f"(>= {TARGET_USEFUL}: {targets['useful_share_at_least_target']}), best baseline {targets['best_baseline']} "
             f"{targets['best_baseline_useful_share']:.3f} -> {'MET' if targets['met'] else 'NOT MET'}"
         )
     for note in payload.get("notes", []):

@@ -1,7 +1,9 @@
 """Every reliance on a private TRL / transformers name lives here.
 
 DEPOTrainer overrides a few private methods of ``trl.GRPOTrainer`` narrowly (each calls ``super()``), calls one
-(``_tokenize_prompts``, to render candidates exactly as generation does) and reads a few private attributes. This module checks they exist when the package is imported, so a TRL release that
+(``_tokenize_prompts``, to render candidates exactly as generation does) and reads a few private attributes:
+``_metrics`` (the metric store), ``_signature_columns`` (what ``remove_unused_columns`` keeps), and, with TRL
+environments, ``_batch_environments`` / ``_multi_environment`` (which environment's tools render each prompt). This module checks they exist when the package is imported, so a TRL release that
 renames one fails loudly at import with the name, not silently mid-run.
 """
 

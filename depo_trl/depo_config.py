@@ -86,7 +86,7 @@ class DEPOConfig(GRPOConfig):
         depo_embedding_pooling (`str`, *optional*, defaults to `"mean"`):
             How the policy's last hidden states of a prompt are pooled: `"mean"` (masked mean) or `"last"`.
         depo_embedding_dim (`int`, *optional*, defaults to `16`):
-            Columns the pooled embedding is projected to (seeded Gaussian random projection).
+            Columns the pooled embedding is reduced to (PCA learnt from the first 256 embeddings, then frozen).
         depo_embedding_max_length (`int`, *optional*, defaults to `512`):
             Prompts longer than this many tokens are truncated (from the left) for embedding only; generation
             always sees the full prompt.
@@ -176,7 +176,7 @@ class DEPOConfig(GRPOConfig):
         default="mean", metadata={"help": "Pooling of the policy's last hidden states: 'mean' or 'last'."}
     )
     depo_embedding_dim: int = field(
-        default=16, metadata={"help": "Dimension the pooled embedding is randomly projected to."}
+        default=16, metadata={"help": "Dimension the pooled embedding is reduced to (PCA fitted on the first embeddings)."}
     )
     depo_embedding_max_length: int = field(
         default=512, metadata={"help": "Prompts are truncated to this many tokens for embedding only."}

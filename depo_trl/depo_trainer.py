@@ -508,7 +508,8 @@ class DEPOTrainer(GRPOTrainer):
             global_prompts = gather_object([self._candidate_prompt(x) for x in inputs])
             prompts = global_prompts[::group]
             metadata = {c: gather_object([x[c] for x in inputs])[::group] for c in self.depo_featurizer.metadata_columns}
-            environments = gather_object([x.get("environment") for x in inputs])[::group]
+            environments = (None if self.environment_factories is None
+                            else gather_object([x.get("environment") for x in inputs])[::group])
             scores, embed_seconds = self._score(prompts, metadata, environments)
             low, high = self.depo_selector.band
             in_band = (scores.predicted >= low) & (scores.predicted <= high)
@@ -694,7 +695,7 @@ class DEPOTrainer(GRPOTrainer):
             self._warn_once(
                 "pass_signal_constant",
                 f"In DEPO's first {rounds} rounds, {'all' if n_passed else 'none'} of {int(n_scored)} scored "
-                f"completions passed (pass reward {names[0] if len(names) == 1 else names} >= depo_pass_threshold="
+                f"completions passed (pass reward {names[0]!r} >= depo_pass_threshold="
                 f"{self.args.depo_pass_threshold}), so its estimator cannot tell prompts apart yet. If that reward is "
                 "shaped (a length, a score), set depo_pass_threshold to the value that means a correct answer, or "
                 "depo_pass_reward to a 0/1 reward; if it is 0/1, the prompts so far were all too "

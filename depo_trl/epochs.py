@@ -31,6 +31,8 @@ class EpochOfRounds(Sampler):
 
     The indices are exactly the ones TRL's sampler yields, in its order, across its own epoch boundaries: warm-up
     (which rolls out TRL's batches) sees the very sequence GRPOTrainer would, only the epoch bookkeeping changes.
+    (Each epoch's new DataLoader iterator draws a seed from torch's global RNG, so from the first DEPO epoch boundary
+    on, sampled completions differ from GRPOTrainer's, though the prompts do not.)
     """
 
     def __init__(self, sampler: Sampler, length: int):

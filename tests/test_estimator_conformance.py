@@ -272,7 +272,7 @@ def test_hierarchical_unseen_prompts_get_the_content_prior_seen_ones_their_recor
     X = rng.normal(size=(200, 3))
     true_rate = 1.0 / (1.0 + np.exp(-2.0 * X[:, 0] - rng.normal(size=200)))  # content explains part of it
     keys = np.arange(200, dtype=np.int64)
-    est = make_estimator("hierarchical")
+    est = make_estimator("hierarchical", prior_strength="auto")
     for _ in range(4):  # the first 150 prompts are rolled out each round
         est.partial_fit(X[:150], rng.binomial(8, true_rate[:150]).astype(float), np.full(150, 8.0), keys=keys[:150])
     p = est.predict_pass_rate(X, keys=keys)

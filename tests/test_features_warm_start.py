@@ -127,30 +127,36 @@ def test_featurizer_registry_options_and_errors():
     assert X.shape == (2, 6 + 16 + 4)
 
 
-def test_embedding_pca_is_fitted_once_then_frozen_and_keeps_the_signal():
+def test_embedding_pca_grows_without_changing_columns_then_freezes_and_keeps_the_signal():
     rng = np.random.default_rng(0)
-    # Hidden states that live in a 3-dim subspace of 40 dims: a 3-component PCA keeps all pairwise distances.
-    basis = rng.normal(size=(3, 40))
-    emb = rng.normal(size=(30, 3)) @ basis + 5.0
-    group = EmbeddingFeatures(dim=3, fit_samples=20)
-    first = group.transform(batch([str(i) for i in range(10)], embeddings=emb[:10]))
-    assert first.shape == (10, 3) and not first.any() and not group.fitted  # zeros until enough samples
-    second = group.transform(batch([str(i) for i in range(10, 30)], embeddings=emb[10:]))
-    assert group.fitted and second.any()
-    Z = group.transform(batch([str(i) for i in range(30)], embeddings=emb))
+    # Hidden states that live in a 6-dim subspace of 40 dims: a 6-component PCA keeps all pairwise distances.
+    basis = rng.normal(size=(6, 40))
+    emb = rng.normal(size=(40, 6)) @ basis + 5.0
+    group = EmbeddingFeatures(dim=6, fit_samples=16)
+    first = group.transform(batch([str(i) for i in range(4)], embeddings=emb[:4]))
+    assert first.shape == (4, 6) and group.rank_ == 3 and not group.fitted  # rank n - 1 from the first batch
+    assert np.abs(first[:, 3:]).max() == 0 and np.abs(first[:, :3]).max() > 0  # columns past the rank are 0
+    second = group.transform(batch([str(i) for i in range(4, 10)], embeddings=emb[4:10]))  # 10 >= 2 x 4: grows
+    assert group.rank_ == 6
+    # The columns that already existed kept their meaning: the first rows read the same in them.
+    again = group.transform(batch([str(i) for i in range(4)], embeddings=emb[:4]))
+    np.testing.assert_allclose(again[:, :3], first[:, :3], atol=1e-9)
+    group.transform(batch([str(i) for i in range(10, 20)], embeddings=emb[10:20]))
+    assert group.fitted  # frozen after fit_samples
+    Z = group.transform(batch([str(i) for i in range(40)], embeddings=emb))
     distances = np.linalg.norm(emb[:, None] - emb[None], axis=-1)
-    np.testing.assert_allclose(np.linalg.norm(Z[:, None] - Z[None], axis=-1), distances, atol=1e-8)
+    np.testing.assert_allclose(np.linalg.norm(Z[:, None] - Z[None], axis=-1), distances, atol=1e-6)
     frozen = group.components_.copy()
     group.transform(batch(["x"] * 5, embeddings=rng.normal(size=(5, 40))))
-    np.testing.assert_array_equal(group.components_, frozen)  # no refit: the columns keep their meaning
+    np.testing.assert_array_equal(group.components_, frozen)  # no refit once frozen
     # A random projection of the same width does not keep the distances; more dims than the rank pad with 0.
-    R = EmbeddingFeatures(dim=3, reduction="random").transform(batch([str(i) for i in range(30)], embeddings=emb))
+    R = EmbeddingFeatures(dim=6, reduction="random").transform(batch([str(i) for i in range(40)], embeddings=emb))
     assert not np.allclose(np.linalg.norm(R[:, None] - R[None], axis=-1), distances, atol=1e-3)
-    wide = EmbeddingFeatures(dim=8).fit(embeddings=emb)
-    assert np.abs(wide.transform(batch(["a"], embeddings=emb[:1]))[0, 3:]).max() < 1e-8
-    restored = EmbeddingFeatures(dim=3, fit_samples=20)
+    wide = EmbeddingFeatures(dim=10).fit(embeddings=emb)
+    assert wide.fitted and np.abs(wide.transform(batch(["a"], embeddings=emb[:1]))[0, 6:]).max() < 1e-6
+    restored = EmbeddingFeatures(dim=6, fit_samples=16)
     restored.load_state_dict(group.state_dict())
-    np.testing.assert_allclose(restored.transform(batch(["a"], embeddings=emb[:1])), Z[:1])
+    np.testing.assert_allclose(restored.transform(batch(["a"], embeddings=emb[:1])), Z[:1], atol=1e-9)
     with pytest.raises(ValueError, match="reduction"):
         EmbeddingFeatures(reduction="umap")
 

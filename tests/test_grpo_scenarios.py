@@ -192,13 +192,12 @@ def _check_depo_rounds(trainer, expect_labels=True):
         for row in seen["rows"]:  # each row reaching the rewards is the dataset row of its prompt
             if "allowed" in row and isinstance(row.get("prompt"), list):
                 assert row["prompt"][-1]["content"].endswith(row["allowed"])
+    labelled = [decision["prompt_key"][p] for decision in decisions for p in decision["rolled_out"]
+                if decision["trials"][p]]
+    assert (trainer.depo_history.lookup(np.array(labelled, dtype=np.int64))["seen"] == 1).all()  # the history has them
     assert trainer.depo_stats.prompts_rolled_out == unique * trainer.depo_stats.rounds
     logged = [h["depo/prompts_rolled_out"] for h in trainer.state.log_history if "depo/prompts_rolled_out" in h]
     assert logged and all(v == unique for v in logged)
-
-
-def _last(trainer, key):
-    return [h[key] for h in trainer.state.log_history if key in h][-1]
 
 
 # ---------------------------------------------------------------------------------------------- basic training

@@ -120,3 +120,15 @@ def test_cli_writes_routed_jsonl(tiny_run, prompts, tmp_path, capsys):
 
 def test_find_state_dir_prefers_the_run_folder(tiny_run):
     assert find_state_dir(str(tiny_run)) == str(tiny_run)
+
+
+def test_route_scores_like_the_trainer_itself(tmp_path, prompts):
+    """Same tokenizer, saved model and state: route's predictions are the trainer's own scores of those prompts."""
+    _, rows = prompts
+    out = tmp_path / "same"
+    trainer = main(*parse_args(["--config", str(TINY), "--max_steps", "8", "--depo_warmup_steps", "3",
+                                "--output_dir", str(out), "--dataset_max_samples", "128", "--disable_tqdm", "true"]))
+    trainer.model.eval()
+    own, _ = trainer._score([r["prompt"] for r in rows])
+    routed = route(str(out), rows, tau=0.5, tokenizer=trainer.processing_class)
+    np.testing.assert_allclose(routed.predicted, own.predicted, atol=1e-9)

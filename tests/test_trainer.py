@@ -240,3 +240,34 @@ def test_warmup_is_exactly_grpo_with_dropout_and_lora(tokenizer, config_factory)
     for (n, p), (_, q) in zip(runs["depo"].model.named_parameters(), runs["grpo"].model.named_parameters()):
         assert torch.equal(p, q), n
     assert runs["depo"].depo_estimator.n_updates_ == 3
+
+
+def test_warmup_across_depo_epochs_rolls_out_grpos_batches(tokenizer, config_factory):
+    """DEPO's epoch is one candidate pass (here 32 prompts / pools of 16 = 2 rounds), shorter than GRPO's (8 rounds).
+    TRL's dataloader is cut into those epochs but keeps yielding GRPO's own index sequence, so a warm-up spanning
+    several DEPO epochs rolls out exactly GRPO's prompts, round by round. (Bit-identity holds within the first DEPO
+    epoch only: each new epoch's DataLoader iterator draws one number from torch's global RNG, so sampling shifts.)"""
+    from depo_trl.tiny import build_model
+
+    dataset = letters_dataset(32)
+    prompts = {"grpo": [], "depo": []}
+
+    def recording(cls, name):
+        class Recording(cls):
+            def _calculate_rewards(self, inputs, *args, **kwargs):
+                prompts[name].append([x["prompt"][0]["content"] for x in inputs])
+                return super()._calculate_rewards(inputs, *args, **kwargs)
+
+        return Recording
+
+    runs = {}
+    for name, cls, args in (("grpo", GRPOTrainer, config_factory(grpo=True, max_steps=5)),
+                            ("depo", DEPOTrainer, config_factory(max_steps=5, depo_warmup_steps=100))):
+        trainer = recording(cls, name)(model=build_model(tokenizer, seed=0), reward_funcs=letters_reward, args=args,
+                                       train_dataset=dataset, processing_class=tokenizer)
+        trainer.train()
+        runs[name] = trainer
+    assert runs["depo"].depo_rounds_per_epoch == 2 and runs["depo"].state.epoch == pytest.approx(2.5)
+    assert len(prompts["depo"]) == 5 and prompts["depo"] == prompts["grpo"]
+    # Within the first DEPO epoch the runs are bit-identical.
+    assert _metric(runs["depo"], "loss")[:2] == _metric(runs["grpo"], "loss")[:2]
