@@ -58,7 +58,7 @@ SECTION = "e2e"
 SIZES = {
     "quick": {"n_train": 128, "n_heldout": 42, "prompts_per_step": 8, "group": 8, "steps": 6, "eval_every": 3,
               "eval_samples": 2, "lr": 3e-4, "seeds": [0]},
-    "full": {"n_train": 512, "n_heldout": 140, "prompts_per_step": 16, "group": 8, "steps": 60, "eval_every": 6,
+    "full": {"n_train": 512, "n_heldout": 140, "prompts_per_step": 16, "group": 8, "steps": 40, "eval_every": 5,
              "eval_samples": 3, "lr": 3e-4, "seeds": [0, 1, 2]},
 }
 REGIMES = ("balanced", "hard", "easy")
@@ -311,7 +311,7 @@ def warm_start_profile(model, tokenizer, spec, seed: int, per_length: int, sampl
 def run_benchmark(size: dict, spec, methods: list[str], regimes: list[str], seeds: list[int], name: str,
                   command: str, docs_path: str | None, section: str = SECTION, out_dir: str = RESULTS,
                   runs_dir: str = RUNS, threads: int = 1, cache_dir: str | None = None, reward_func=None,
-                  fresh: bool = False, log=print) -> dict:
+                  fresh: bool = False, cached_only: bool = False, log=print) -> dict:
     """Warm start (cached), every regime x seed x method (per-run JSON, reused when unchanged), analysis, JSON,
     plots and (if ``docs_path``) the docs section."""
     import warnings
@@ -373,6 +373,9 @@ def run_benchmark(size: dict, spec, methods: list[str], regimes: list[str], seed
                                 saved["key"]["code"] = fingerprint
                                 with open(path, "w") as f:
                                     json.dump(saved, f, indent=1, default=float)
+                    if result is None and cached_only:
+                        log(f"[{regime} {method.label} s{seed}] not run yet: left out (--cached-only)")
+                        continue
                     if result is None:
                         result = run_method(method, size, spec, warm_state, train, heldout, seed, workdir,
                                             reward_func=reward_func, log=log)
@@ -408,6 +411,11 @@ def run_benchmark(size: dict, spec, methods: list[str], regimes: list[str], seed
                        "profile": profile},
         "runs": by_regime,
     }
+    by_regime = {regime: runs for regime, runs in by_regime.items() if runs}
+    payload["runs"] = by_regime
+    payload["meta"]["regimes"] = [r for r in regimes if r in by_regime]
+    payload["meta"]["missing"] = [f"{r} {m.label} s{seed}" for r in regimes for m in specs for seed in seeds
+                                  if not any(x["method"] == m.label and x["seed"] == seed for x in by_regime.get(r, []))]
     payload["analysis"] = {regime: A.analyse_regime(runs) for regime, runs in by_regime.items()}
     payload["verdicts"] = {regime: A.verdicts(regime, a) for regime, a in payload["analysis"].items()}
     os.makedirs(out_dir, exist_ok=True)
@@ -439,12 +447,15 @@ def docs_body(payload: dict, png_rel: dict[str, str]) -> str:
     meta, size, task = payload["meta"], payload["meta"]["size"], payload["meta"]["task"]
     profile = payload["warm_start"]["profile"]
     regimes = meta["regimes"]
+    all_runs = [r for runs in payload["runs"].values() for r in runs]
+    n_runs, run_seconds = len(all_runs), sum(r["total_seconds"] for r in all_runs)
     setup = (
         f"Command: `{meta['command']}` ({len(meta['seeds'])} training seeds: {meta['seeds']}). Machine: "
         f"{meta['machine']}; load average when started: {meta['load_average_start']}. The cores are shared: ratios "
         f"measured side by side are what to quote, not absolute times. This invocation took "
         f"{meta['total_seconds']:.0f} s ({meta['runs_reused']} runs reused from earlier invocations with the same "
-        f"settings and code; per-run JSON in `{meta['runs_dir']}/`)."
+        f"settings and code; per-run JSON in `{meta['runs_dir']}/`); the {n_runs} runs shown took {run_seconds:.0f} s "
+        f"in all (training + evaluation)."
     )
     mixes = "; ".join(
         f"`{r}`: " + ", ".join(f"{c} {v:.0%}" for c, v in profile["regimes"][r]["mix"].items() if v > 0)
@@ -485,13 +496,18 @@ def docs_body(payload: dict, png_rel: dict[str, str]) -> str:
         "work alone (time in training rounds outside TRL's generation and scoring: for DEPO, policy embedding + "
         "estimator + selection)."
     )
-    parts = [f"## End to end across difficulty regimes (real trainers, CPU)", setup, task_text, _profile_table(payload),
+    title = ("## End to end across difficulty regimes (real trainers, CPU)" if meta.get("section", SECTION) == SECTION
+             else f"## End to end, ablation `{meta.get('section')}`: DEPO variants beside GRPO and DS")
+    parts = [title, setup, task_text, _profile_table(payload),
              pools, methods, how]
     for regime in regimes:
         parts.append(f"### Regime `{regime}`")
         parts.append(regime_text(regime, payload))
         if regime in png_rel:
             parts.append(f"![{regime}: held-out accuracy vs completions]({png_rel[regime]})")
+    if meta.get("missing"):
+        parts.append(f"Not run (no saved result; left out of the tables above): {len(meta['missing'])} runs: "
+                     + ", ".join(meta["missing"]) + ".")
     parts.append(f"Full numbers: `benchmarks/results/{meta['name']}.json`.")
     return "\n\n".join(parts)
 
@@ -538,6 +554,8 @@ def main(argv=None):
                                                      f"{os.path.relpath(DOCS)}; --quick only when given)")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite the docs section")
     parser.add_argument("--fresh", action="store_true", help="rerun every run, even when a saved one matches")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="train nothing: tables, plots and docs from the saved runs that match (others left out)")
     parser.add_argument("--render", metavar="JSON", default=None,
                         help="no training: redraw the tables, PNGs and docs section from a saved results JSON")
     args = parser.parse_args(argv)
@@ -567,7 +585,7 @@ def main(argv=None):
     docs = None if args.no_docs else args.docs if args.docs is not None else (None if args.quick else DOCS)
     return run_benchmark(size, e2e_task.TaskSpec(), methods, regimes, seeds, name, command.strip(), docs,
                          section=args.section, out_dir=args.out, runs_dir=QUICK_RUNS if args.quick else RUNS,
-                         threads=args.threads, fresh=args.fresh)
+                         threads=args.threads, fresh=args.fresh, cached_only=args.cached_only)
 
 
 if __name__ == "__main__":

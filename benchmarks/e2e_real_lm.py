@@ -266,10 +266,18 @@ def main(argv=None):
     size = dict(SIZES["quick" if args.quick else "full"])
     if args.steps:
         size["steps"] = args.steps
-    if not os.path.exists(args.passrates):
+    if os.path.exists(args.passrates):
+        with open(args.passrates) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+    elif args.quick:  # smoke run without the measurement: placeholder pass rates, said so in the output
+        from depo_trl.graded_tasks import graded_rows
+
+        print(f"{args.passrates} not found: quick run on placeholder pass rates (0.5), not a measurement")
+        records = [{"question": r["prompt"][0]["content"], "answer": r["answer"], "answer_kind": r["answer_kind"],
+                    "family": r["family"], "level": r["level"], "pass_rate": 0.5}
+                   for r in graded_rows(24, ["add", "compare"], [1, 2], seed=0)]
+    else:
         parser.error(f"{args.passrates} not found: run `python -m benchmarks.real_lm` first (it measures them).")
-    with open(args.passrates) as f:
-        records = [json.loads(line) for line in f if line.strip()]
     pool, heldout, info = build_data(records, size)
     t0 = time.perf_counter()
     torch.set_num_threads(args.threads)
