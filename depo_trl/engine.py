@@ -44,6 +44,7 @@ from .history import PromptHistory, prompt_key
 from .selection import REASON_UNIFORM, Selection, check_policy_name, select
 
 SKIP_REASONS = ("too_easy", "too_hard", "in_band_not_needed")
+DENSE_TEXT_DIM = 128  # default width of the text group for estimators that need dense input
 
 
 @dataclass
@@ -162,6 +163,11 @@ class PromptSelector:
         elif estimator_kwargs:
             raise ValueError("estimator_kwargs apply only when estimator is a name; got an instance as well.")
         self.estimator: PassRateEstimator = estimator
+        feature_options = {k: dict(v or {}) for k, v in (feature_options or {}).items()}
+        if "text" in features and not getattr(estimator, "accepts_sparse", False):
+            # The wide sparse TF-IDF default only suits estimators that take sparse input; the others get a dense
+            # block of DENSE_TEXT_DIM hashed columns unless the user chose a width.
+            feature_options.setdefault("text", {}).setdefault("dim", DENSE_TEXT_DIM)
         self.featurizer = Featurizer(list(features), embedding_dim=embedding_dim, seed=seed, options=feature_options)
         self.history = PromptHistory(max_prompts=history_max_prompts)
         self.rng = np.random.default_rng(seed)

@@ -154,3 +154,14 @@ def test_the_readme_loop_runs():
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
     assert namespace["selector"].stats.rounds == 50 and "estimator" in namespace["state"]
+
+
+@pytest.mark.parametrize("estimator", ["logistic", "gbdt", "ranking", "hierarchical"])
+def test_text_features_work_with_every_estimator_by_default(estimator):
+    """Wide sparse text is the default only where the estimator accepts it; dense estimators get a dense block."""
+    texts, pass_rate = _pool(n=80, seed=4)
+    selector = PromptSelector(group_size=G, estimator=estimator, features=["length", "text"], seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # an estimator failure would warn and fall back to uniform
+        _run(selector, texts, pass_rate, rounds=3, n_candidates=40, n_select=10)
+    assert selector.stats.estimator_failures == 0
