@@ -446,9 +446,9 @@ class DEPOTrainer(GRPOTrainer):
         passes = np.array([row["_passes"] for row in rows])
         trials = np.array([row["_trials"] for row in rows])
         scale = np.minimum(1.0, float(self.num_generations) / trials)  # a 128-sample measurement weighs like a group
-        texts, token_ids, embeddings, _ = self._prepare(prompts)
+        texts, token_ids, embeddings, keys, _ = self._prepare(prompts)
         try:
-            self.depo_selector.fit(texts, passes * scale, trials * scale, keys=[prompt_key(p) for p in prompts],
+            self.depo_selector.fit(texts, passes * scale, trials * scale, keys=keys,
                                    token_counts=[len(t) for t in token_ids], embeddings=embeddings,
                                    metadata=metadata or None)
         except Exception as exc:  # a failing estimator never stops training
@@ -580,12 +580,13 @@ class DEPOTrainer(GRPOTrainer):
 
     def _features(self, prompts: list, metadata: dict | None = None, environments: list | None = None) -> np.ndarray:
         """The estimator's inputs for ``prompts`` (all ranks take part: embedding is sharded and gathered)."""
-        texts, token_ids, embeddings, _ = self._prepare(prompts, environments)
-        keys = np.array([prompt_key(p) for p in prompts], dtype=np.int64)
+        texts, token_ids, embeddings, keys, _ = self._prepare(prompts, environments)
         return self.depo_selector.featurize(texts, keys=keys, token_counts=[len(t) for t in token_ids],
                                             embeddings=embeddings, metadata=metadata)
 
     def _prepare(self, prompts: list, environments: list | None = None):
+        """Rendered texts, token ids, embeddings (None without the embedding group), prompt keys (history is keyed
+        by the raw prompt) and the seconds it took."""
         t0 = time.perf_counter()
         texts, token_ids, tokenizer = self._render(prompts, environments)
         keys = np.array([prompt_key(p) for p in prompts], dtype=np.int64)
@@ -593,13 +594,12 @@ class DEPOTrainer(GRPOTrainer):
         if self.depo_selector.needs_embedding:
             limit = self.args.depo_embedding_max_length
             embeddings = self._cached_embeddings(keys, [ids[-limit:] for ids in token_ids], tokenizer.pad_token_id)
-        return texts, token_ids, embeddings, time.perf_counter() - t0
+        return texts, token_ids, embeddings, keys, time.perf_counter() - t0
 
     def _score(self, prompts: list, metadata: dict | None = None, environments: list | None = None
                ) -> tuple[Scores, float]:
         """The engine's scores of ``prompts`` (history is keyed by the raw prompt) and the embedding time."""
-        texts, token_ids, embeddings, embed_seconds = self._prepare(prompts, environments)
-        keys = np.array([prompt_key(p) for p in prompts], dtype=np.int64)
+        texts, token_ids, embeddings, keys, embed_seconds = self._prepare(prompts, environments)
         scores = self.depo_selector.score(texts, keys=keys, token_counts=np.array([len(t) for t in token_ids]),
                                           embeddings=embeddings, metadata=metadata or None)
         return scores, embed_seconds

@@ -26,11 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from .state import folder_holding
 
 REPORT_DIR = "depo_report"
 PLOTS = ("calibration.png", "band_share.png", "rollouts_saved.png", "useful_share.png", "reward.png")
@@ -64,20 +65,13 @@ def find_trainer_state(output_dir: str) -> str:
     """``output_dir/trainer_state.json``, else the one in the highest-numbered ``checkpoint-N``."""
     if not os.path.isdir(output_dir):
         raise FileNotFoundError(f"{output_dir!r} is not a folder. Pass a run's output_dir.")
-    direct = os.path.join(output_dir, TRAINER_STATE)
-    if os.path.isfile(direct):
-        return direct
-    checkpoints = [
-        (int(m.group(1)), name)
-        for name in os.listdir(output_dir)
-        if (m := re.fullmatch(r"checkpoint-(\d+)", name)) and os.path.isfile(os.path.join(output_dir, name, TRAINER_STATE))
-    ]
-    if not checkpoints:
+    found = folder_holding(output_dir, TRAINER_STATE)
+    if found is None:
         raise FileNotFoundError(
             f"No {TRAINER_STATE} in {output_dir!r} or its checkpoint-* folders. The depo_trl training script saves "
             "one at the end; from Python, call trainer.save_state() after trainer.train()."
         )
-    return os.path.join(output_dir, max(checkpoints)[1], TRAINER_STATE)
+    return os.path.join(found, TRAINER_STATE)
 
 
 def load_run(output_dir: str) -> RunHistory:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .state import STATE_JSON, load_state
+from .state import STATE_JSON, folder_holding, load_state
 
 SMALL, LARGE = "small", "large"
 TAU_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -84,20 +84,14 @@ def find_state_dir(run_dir: str) -> str:
     """``run_dir`` when it holds DEPO state, else its highest ``checkpoint-N`` that does."""
     if not os.path.isdir(run_dir):
         raise FileNotFoundError(f"{run_dir!r} is not a folder. Pass a DEPO run's output_dir or one of its checkpoints.")
-    if os.path.isfile(os.path.join(run_dir, STATE_JSON)):
-        return run_dir
-    checkpoints = sorted(
-        (int(m.group(1)), name)
-        for name in os.listdir(run_dir)
-        if (m := re.fullmatch(r"checkpoint-(\d+)", name)) and os.path.isfile(os.path.join(run_dir, name, STATE_JSON))
-    )
-    if not checkpoints:
+    found = folder_holding(run_dir, STATE_JSON)
+    if found is None:
         raise FileNotFoundError(
             f"No DEPO state ({STATE_JSON}) in {run_dir!r} or its checkpoint-* folders. The depo_trl training script "
             "saves one at the end and in every checkpoint; from Python: depo_trl.state.save_state("
             "trainer.depo_state_dict(), output_dir)."
         )
-    return os.path.join(run_dir, checkpoints[-1][1])
+    return found
 
 
 def _run_config(state_dir: str, run_dir: str, config: str | dict | None) -> dict:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 import numpy as np
 
 STATE_JSON = "depo_state.json"
+_CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 STATE_ARRAYS = "depo_state.npz"
 _ARRAY_MARK = "__array__"
 
@@ -59,3 +61,15 @@ def load_state(directory: str) -> dict[str, Any] | None:
         skeleton = json.load(f)
     with np.load(os.path.join(directory, STATE_ARRAYS), allow_pickle=False) as arrays:
         return _join(skeleton, {k: arrays[k] for k in arrays.files})
+
+
+def folder_holding(run_dir: str, filename: str) -> str | None:
+    """``run_dir`` when it holds ``filename``, else its highest-numbered ``checkpoint-N`` that does, else None."""
+    if os.path.isfile(os.path.join(run_dir, filename)):
+        return run_dir
+    checkpoints = [
+        (int(m.group(1)), name)
+        for name in os.listdir(run_dir)
+        if (m := _CHECKPOINT.fullmatch(name)) and os.path.isfile(os.path.join(run_dir, name, filename))
+    ]
+    return os.path.join(run_dir, max(checkpoints)[1]) if checkpoints else None
