@@ -70,6 +70,10 @@ def main(out_dir: str, per_device_batch: int, backend: str) -> None:
     }
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(report, f)
+    # As a real script ends (depo_trl/scripts/depo.py does the same): wait for every rank, then destroy the gloo
+    # group. Left to interpreter teardown, gloo's threads can abort one rank ("terminate called without an active
+    # exception") after a successful run.
+    trainer.end()
 
 
 if __name__ == "__main__":
