@@ -51,7 +51,10 @@ class DEPOConfig(GRPOConfig):
         depo_estimator_kwargs (`dict` or `str`, *optional*):
             Keyword arguments for the estimator's constructor.
         depo_features (`list[str]`, *optional*, defaults to `["length", "history", "embedding"]`):
-            Feature groups fed to the estimator (see `depo_trl.features.FEATURE_GROUPS`).
+            Feature groups fed to the estimator (see `depo_trl.features.FEATURE_GROUPS`): `"length"`, `"text"`,
+            `"metadata"`, `"history"`, `"embedding"` and `"answer_likelihood"` (the policy's teacher-forced
+            log-likelihood of the dataset's reference answer, computed in the embedding prefill; reads the column
+            `answer` unless `depo_feature_options={"answer_likelihood": {"column": ...}}` says otherwise).
         depo_feature_options (`dict` or `str`, *optional*):
             Options per feature group, e.g. `{"text": {"dim": 64}, "metadata": {"columns": ["level", "subject"]}}`.
         depo_selection (`str`, *optional*, defaults to `"band"`):
@@ -140,7 +143,8 @@ class DEPOConfig(GRPOConfig):
     )
     depo_features: list[str] = field(
         default_factory=lambda: ["length", "history", "embedding"],
-        metadata={"help": "Feature groups fed to the estimator: any of 'length', 'history', 'embedding'."},
+        metadata={"help": "Feature groups fed to the estimator: any of 'length', 'text', 'metadata', 'history', "
+                  "'embedding', 'answer_likelihood'."},
     )
     depo_feature_options: dict[str, Any] | str | None = field(
         default=None, metadata={"help": "Options per feature group, e.g. {'text': {'dim': 64}}."}

@@ -46,7 +46,7 @@ from . import _trl_compat
 from .audit import DecisionLog, finite_or_none, skip_reason
 from .candidates import CandidateStream, IterableCandidateStream, copy_row
 from .depo_config import DEPOConfig
-from .embedding import embed_token_ids
+from .embedding import answer_token_ids, embed_and_score_answers, embed_token_ids
 from .epochs import EpochOfRounds, LoadSwitch, LoadWhenUsed
 from .engine import PromptSelector, RoundOutcome, Scores, SelectorStats
 from .estimators import PassRateEstimator
@@ -263,7 +263,8 @@ class DEPOTrainer(GRPOTrainer):
         if missing:
             raise ValueError(
                 f"The 'metadata' feature group reads columns {missing}, which the train_dataset lacks "
-                f"(columns: {columns}). Fix depo_feature_options['metadata']['columns'] or add the columns."
+                f"(columns: {columns}). Fix the 'columns' (or 'column') of depo_feature_options for the group that "
+                "reads them ('metadata', 'text' or 'answer_likelihood'), or add the columns."
             )
 
     def _resolve_pass_reward(self) -> list[int]:
@@ -446,11 +447,11 @@ class DEPOTrainer(GRPOTrainer):
         passes = np.array([row["_passes"] for row in rows])
         trials = np.array([row["_trials"] for row in rows])
         scale = np.minimum(1.0, float(self.num_generations) / trials)  # a 128-sample measurement weighs like a group
-        texts, token_ids, embeddings, keys, _ = self._prepare(prompts)
+        texts, token_ids, embeddings, keys, _, answer_logprobs = self._prepare(prompts, metadata=metadata)
         try:
             self.depo_selector.fit(texts, passes * scale, trials * scale, keys=keys,
                                    token_counts=[len(t) for t in token_ids], embeddings=embeddings,
-                                   metadata=metadata or None)
+                                   metadata=metadata or None, answer_logprobs=answer_logprobs)
         except Exception as exc:  # a failing estimator never stops training
             self.depo_selector._failed("warm start", exc)
         self.depo_warm_started = True
@@ -580,60 +581,87 @@ class DEPOTrainer(GRPOTrainer):
 
     def _features(self, prompts: list, metadata: dict | None = None, environments: list | None = None) -> np.ndarray:
         """The estimator's inputs for ``prompts`` (all ranks take part: embedding is sharded and gathered)."""
-        texts, token_ids, embeddings, keys, _ = self._prepare(prompts, environments)
+        texts, token_ids, embeddings, keys, _, answer_logprobs = self._prepare(prompts, environments, metadata)
         return self.depo_selector.featurize(texts, keys=keys, token_counts=[len(t) for t in token_ids],
-                                            embeddings=embeddings, metadata=metadata)
+                                            embeddings=embeddings, metadata=metadata, answer_logprobs=answer_logprobs)
 
-    def _prepare(self, prompts: list, environments: list | None = None):
+    def _prepare(self, prompts: list, environments: list | None = None, metadata: dict | None = None):
         """Rendered texts, token ids, embeddings (None without the embedding group), prompt keys (history is keyed
-        by the raw prompt) and the seconds it took."""
+        by the raw prompt), the seconds it took, and the reference answers' log-likelihoods (None without the
+        ``answer_likelihood`` group; computed in the same prefill as the embeddings)."""
         t0 = time.perf_counter()
         texts, token_ids, tokenizer = self._render(prompts, environments)
         keys = np.array([prompt_key(p) for p in prompts], dtype=np.int64)
-        embeddings = None
-        if self.depo_selector.needs_embedding:
+        embeddings = answer_logprobs = None
+        answers = self.depo_selector.answer_likelihood
+        if self.depo_selector.needs_embedding or answers is not None:
             limit = self.args.depo_embedding_max_length
-            embeddings = self._cached_embeddings(keys, [ids[-limit:] for ids in token_ids], tokenizer.pad_token_id)
-        return texts, token_ids, embeddings, keys, time.perf_counter() - t0
+            answer_ids = None
+            if answers is not None:
+                values = (metadata or {}).get(answers.column)
+                if values is None:
+                    raise ValueError(f"The 'answer_likelihood' features read the column {answers.column!r}; the rows "
+                                     "lack it.")
+                answer_ids = answer_token_ids(tokenizer, values, answers.prefix, answers.max_tokens)
+            embeddings, answer_logprobs = self._cached_prefill(
+                keys, [ids[-limit:] for ids in token_ids], answer_ids, tokenizer.pad_token_id)
+            if not self.depo_selector.needs_embedding:
+                embeddings = None
+        return texts, token_ids, embeddings, keys, time.perf_counter() - t0, answer_logprobs
 
     def _score(self, prompts: list, metadata: dict | None = None, environments: list | None = None
                ) -> tuple[Scores, float]:
         """The engine's scores of ``prompts`` (history is keyed by the raw prompt) and the embedding time."""
-        texts, token_ids, embeddings, keys, embed_seconds = self._prepare(prompts, environments)
+        texts, token_ids, embeddings, keys, embed_seconds, answer_logprobs = self._prepare(prompts, environments,
+                                                                                           metadata)
         scores = self.depo_selector.score(texts, keys=keys, token_counts=np.array([len(t) for t in token_ids]),
-                                          embeddings=embeddings, metadata=metadata or None)
+                                          embeddings=embeddings, metadata=metadata or None,
+                                          answer_logprobs=answer_logprobs)
         return scores, embed_seconds
 
-    def _cached_embeddings(self, keys: np.ndarray, token_ids: list[list[int]], pad_token_id: int) -> np.ndarray:
-        """Embeddings of the prompts, re-embedding only those whose cached entry is too old (the same set on
-        every rank: the cache evolves identically everywhere)."""
+    def _cached_prefill(self, keys: np.ndarray, token_ids: list[list[int]], answer_ids: list | None,
+                        pad_token_id: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Embeddings (and answer log-likelihoods) of the prompts, recomputing only those whose cached entry is too
+        old (the same set on every rank: the cache evolves identically everywhere)."""
         if self.args.depo_embedding_refresh_every == 1:
-            return self._embed(token_ids, pad_token_id)
+            return self._embed(token_ids, pad_token_id, answer_ids)
         cache, now = self.depo_embedding_cache, self.depo_stats.rounds
         stale = cache.missing(keys, now)
         if stale.any():
             fresh_ids = [ids for ids, is_stale in zip(token_ids, stale) if is_stale]
-            cache.put(keys[stale], self._embed(fresh_ids, pad_token_id).astype(np.float32), now)
-        return cache.get(keys).astype(np.float64)
+            fresh_answers = None if answer_ids is None else [a for a, is_stale in zip(answer_ids, stale) if is_stale]
+            embeddings, answer_logprobs = self._embed(fresh_ids, pad_token_id, fresh_answers)
+            # The answer log-likelihoods ride in the cache as 3 trailing columns, refreshed with the embedding.
+            row = embeddings if answer_logprobs is None else np.hstack([embeddings, answer_logprobs])
+            cache.put(keys[stale], row.astype(np.float32), now)
+        rows = cache.get(keys).astype(np.float64)
+        return (rows, None) if answer_ids is None else (rows[:, :-3], rows[:, -3:])
 
-    def _embed(self, token_ids: list[list[int]], pad_token_id: int) -> np.ndarray:
+    def _embed(self, token_ids: list[list[int]], pad_token_id: int, answer_ids: list | None = None
+               ) -> tuple[np.ndarray, np.ndarray | None]:
         """Each rank embeds an equal shard (padded with repeats), then the shards are gathered in rank order."""
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
         shard = -(-len(token_ids) // world)
         padded = token_ids + [token_ids[-1]] * (shard * world - len(token_ids))
         mine = padded[rank * shard : (rank + 1) * shard]
+        answer_logprobs = None
         with self._embedding_adapter_context():
-            embeddings = embed_token_ids(
-                self.model,
-                mine,
-                pad_token_id,
-                pooling=self.args.depo_embedding_pooling,
-                batch_size=self.args.depo_embedding_batch_size,
-                device=self.accelerator.device,
-            )
+            options = dict(pooling=self.args.depo_embedding_pooling, batch_size=self.args.depo_embedding_batch_size,
+                           device=self.accelerator.device)
+            if answer_ids is None:
+                embeddings = embed_token_ids(self.model, mine, pad_token_id, **options)
+            else:
+                answers = list(answer_ids) + [answer_ids[-1]] * (shard * world - len(answer_ids))
+                embeddings, answer_logprobs = embed_and_score_answers(
+                    self.model, mine, answers[rank * shard : (rank + 1) * shard], pad_token_id, **options)
         if world > 1:
             embeddings = self.accelerator.gather(embeddings.contiguous())
-        return embeddings[: len(token_ids)].cpu().double().numpy()
+            if answer_logprobs is not None:
+                answer_logprobs = self.accelerator.gather(answer_logprobs.contiguous())
+        embeddings = embeddings[: len(token_ids)].cpu().double().numpy()
+        if answer_logprobs is not None:
+            answer_logprobs = answer_logprobs[: len(token_ids)].cpu().double().numpy()
+        return embeddings, answer_logprobs
 
     def _embedding_adapter_context(self):
         """``depo_embedding_adapter="off"`` embeds with the PEFT adapter disabled (the frozen base model)."""

@@ -182,16 +182,24 @@ class PromptSelector:
         return self.featurizer.needs_embedding
 
     @property
+    def answer_likelihood(self):
+        """The ``answer_likelihood`` feature group when it is on (``score`` then needs ``answer_logprobs``; its
+        ``column``, ``prefix`` and ``max_tokens`` say how to compute them), else None."""
+        return getattr(self.featurizer, "answer_likelihood", None)
+
+    @property
     def metadata_columns(self) -> list[str]:
         """Dataset columns ``score`` needs in ``metadata``."""
         return self.featurizer.metadata_columns
 
     # ------------------------------------------------------------------ the three verbs
-    def featurize(self, texts, keys=None, token_counts=None, embeddings=None, metadata=None) -> np.ndarray:
+    def featurize(self, texts, keys=None, token_counts=None, embeddings=None, metadata=None,
+                  answer_logprobs=None) -> np.ndarray:
         """The estimator's input matrix for these prompts (no prediction, no state change)."""
-        return self._features(self._batch(texts, keys, token_counts, embeddings, metadata))
+        return self._features(self._batch(texts, keys, token_counts, embeddings, metadata, answer_logprobs))
 
-    def score(self, texts, keys=None, token_counts=None, embeddings=None, metadata=None) -> Scores:
+    def score(self, texts, keys=None, token_counts=None, embeddings=None, metadata=None,
+              answer_logprobs=None) -> Scores:
         """Predicted pass rate (and uncertainty) of each candidate.
 
         Args:
@@ -200,10 +208,14 @@ class PromptSelector:
                 prompt may be rendered differently (the key is what history is stored under).
             token_counts: prompt lengths in tokens; default whitespace word counts.
             embeddings: ``(n, hidden)`` pooled policy hidden states, required when ``needs_embedding``.
-            metadata: ``{column: values}`` for the ``metadata`` feature group.
+            metadata: ``{column: values}`` for the ``metadata`` feature group (and the columns the ``text`` and
+                ``answer_likelihood`` groups read).
+            answer_logprobs: ``(n, 3)`` teacher-forced log-likelihood of each prompt's reference answer (total,
+                per token, first token; NaN for no answer), required when ``answer_likelihood`` is on
+                (``depo_trl.embedding.embed_and_score_answers`` computes them with the embeddings).
         """
         t0 = time.perf_counter()
-        batch = self._batch(texts, keys, token_counts, embeddings, metadata)
+        batch = self._batch(texts, keys, token_counts, embeddings, metadata, answer_logprobs)
         seen = self.history.lookup(batch.keys)
         features = self._features(batch)
         n = len(batch)
@@ -283,9 +295,10 @@ class PromptSelector:
         return RoundOutcome(passes, trials, labelled, useful, observed, scores.predicted[chosen], seconds)
 
     # ------------------------------------------------------------------ warm start
-    def fit(self, texts, passes, trials, keys=None, token_counts=None, embeddings=None, metadata=None) -> None:
+    def fit(self, texts, passes, trials, keys=None, token_counts=None, embeddings=None, metadata=None,
+            answer_logprobs=None) -> None:
         """Fit the estimator on measured outcomes (e.g. a file of pass rates) without touching history or totals."""
-        features = self.featurize(texts, keys, token_counts, embeddings, metadata)
+        features = self.featurize(texts, keys, token_counts, embeddings, metadata, answer_logprobs)
         batch_keys = self._keys(texts, keys)
         self.estimator.partial_fit(features, np.asarray(passes, float), np.asarray(trials, float), keys=batch_keys)
 
@@ -347,7 +360,7 @@ class PromptSelector:
             raise ValueError(f"{len(keys)} keys for {len(texts)} prompts.")
         return keys
 
-    def _batch(self, texts, keys, token_counts, embeddings, metadata) -> CandidateBatch:
+    def _batch(self, texts, keys, token_counts, embeddings, metadata, answer_logprobs=None) -> CandidateBatch:
         texts = list(texts)
         if token_counts is None:
             token_counts = _word_counts(texts)
@@ -363,11 +376,21 @@ class PromptSelector:
             embeddings = np.asarray(embeddings, dtype=np.float64)
             if embeddings.ndim != 2 or len(embeddings) != len(texts):
                 raise ValueError(f"embeddings must be (n_prompts={len(texts)}, hidden), got {embeddings.shape}.")
+        if self.answer_likelihood is not None:
+            if answer_logprobs is None:
+                raise ValueError(
+                    "The 'answer_likelihood' feature group is on, but no answer_logprobs were passed: compute them "
+                    "with depo_trl.embedding.embed_and_score_answers (prompt + reference answer, one prefill), or drop "
+                    "'answer_likelihood' from the features."
+                )
+            answer_logprobs = np.asarray(answer_logprobs, dtype=np.float64)
+            if answer_logprobs.shape != (len(texts), 3):
+                raise ValueError(f"answer_logprobs must be (n_prompts={len(texts)}, 3), got {answer_logprobs.shape}.")
         missing = [c for c in self.metadata_columns if c not in (metadata or {})]
         if missing:
-            raise ValueError(f"The 'metadata' feature group reads columns {missing}; pass them in metadata=.")
+            raise ValueError(f"The feature groups read dataset columns {missing}; pass them in metadata=.")
         return CandidateBatch(keys=self._keys(texts, keys), texts=texts, token_counts=token_counts,
-                              embeddings=embeddings, metadata=metadata or None)
+                              embeddings=embeddings, metadata=metadata or None, answer_logprobs=answer_logprobs)
 
     def _features(self, batch: CandidateBatch) -> np.ndarray:
         features = self.featurizer.transform(batch, self.history)

@@ -16,6 +16,11 @@ their own.
   ``dim`` columns by a PCA fitted once on the first embeddings (scikit-learn ``IncrementalPCA``, then frozen, so
   the estimator's inputs mean the same thing from round to round), or by a seeded random projection, or kept raw.
   ``EmbeddingCache`` keeps embeddings by prompt key so a prompt is re-embedded only every ``refresh_every`` rounds.
+- ``answer_likelihood``: the current policy's teacher-forced log-likelihood of the prompt's reference answer (a
+  dataset column, default ``answer``) right after the prompt, from the embedding prefill with the answer appended
+  (``depo_trl.embedding.embed_and_score_answers``): total, per-token and first-token log-probability, and the
+  probability of the exact answer. For a short exact-match answer at temperature 1 that probability *is* the pass
+  rate of a completion that is only the answer; for answers wrapped in prose or reasoning it is a weaker proxy.
 
 Per-group options go through ``Featurizer(names, options={"text": {"dim": 128}, "metadata": {"columns": [...]}})``.
 """
@@ -46,6 +51,7 @@ class CandidateBatch:
     texts: list[str]  # prompt as rendered for the model (chat template applied)
     token_counts: np.ndarray | None = None  # prompt length in tokens
     embeddings: np.ndarray | None = None  # (n, hidden) pooled policy hidden states
+    answer_logprobs: np.ndarray | None = None  # (n, 3) reference answer log-prob: total, per token, first token
     metadata: dict[str, list] | None = field(default=None)  # dataset column name -> one value per candidate
 
     def __len__(self) -> int:
@@ -377,6 +383,50 @@ class HistoryFeatures:
         ).reshape(len(batch), 6)
 
 
+class AnswerLikelihoodFeatures:
+    """How likely the current policy is to say the reference answer right after the prompt.
+
+    Reads ``CandidateBatch.answer_logprobs`` (total, per-token and first-token log-probability of the answer
+    tokens, teacher-forced; NaN where a prompt has no answer) and emits, clipped to a sane range: the total
+    log-probability, the per-token and first-token log-probabilities, the probability of the whole answer and a
+    missing flag (the other columns are 0 for a prompt without an answer).
+
+    Args:
+        column: the dataset column holding the reference answer (as text; numbers are converted with ``str``).
+        prefix: text placed between the rendered prompt and the answer (e.g. ``"The answer is "`` when the policy
+            answers in a sentence); empty by default.
+        max_tokens: answers are cut to their first ``max_tokens`` tokens (a long worked solution would otherwise
+            dominate the prefill and its log-likelihood mean little).
+    """
+
+    name = "answer_likelihood"
+    needs_embedding = False
+    needs_answer_likelihood = True
+
+    def __init__(self, column: str = "answer", prefix: str = "", max_tokens: int = 32):
+        if not isinstance(column, str) or not column:
+            raise ValueError(f"answer_likelihood column must be a dataset column name, got {column!r}.")
+        if int(max_tokens) < 1:
+            raise ValueError(f"answer_likelihood max_tokens must be >= 1, got {max_tokens}.")
+        self.column, self.prefix, self.max_tokens = column, str(prefix), int(max_tokens)
+        self.columns = [column]
+
+    def transform(self, batch: CandidateBatch, history: PromptHistory | None = None) -> np.ndarray:
+        lp = batch.answer_logprobs
+        if lp is None:
+            raise ValueError(
+                "The 'answer_likelihood' feature group needs answer_logprobs (depo_trl.embedding."
+                "embed_and_score_answers on the prompts and their answers), or drop it from the features."
+            )
+        lp = np.asarray(lp, dtype=np.float64).reshape(len(batch), 3)
+        missing = ~np.isfinite(lp).all(axis=1)
+        lp = np.where(missing[:, None], 0.0, lp)
+        total = np.clip(lp[:, 0], -40.0, 0.0)
+        per_token, first = np.clip(lp[:, 1], -15.0, 0.0), np.clip(lp[:, 2], -15.0, 0.0)
+        probability = np.where(missing, 0.0, np.exp(total))
+        return np.column_stack([total, per_token, first, probability, missing.astype(np.float64)])
+
+
 class EmbeddingFeatures:
     """Policy embeddings reduced to ``dim`` columns.
 
@@ -581,7 +631,9 @@ class EmbeddingCache:
 
 
 FEATURE_GROUPS = {
-    cls.name: cls for cls in (LengthFeatures, TextFeatures, MetadataFeatures, HistoryFeatures, EmbeddingFeatures)
+    cls.name: cls
+    for cls in (LengthFeatures, TextFeatures, MetadataFeatures, HistoryFeatures, EmbeddingFeatures,
+                AnswerLikelihoodFeatures)
 }
 
 
@@ -641,6 +693,11 @@ class Featurizer:
         return any(g.needs_embedding for g in self.groups)
 
     @property
+    def answer_likelihood(self) -> AnswerLikelihoodFeatures | None:
+        """The ``answer_likelihood`` group (its column, prefix and token limit), or None when it is off."""
+        return next((g for g in self.groups if isinstance(g, AnswerLikelihoodFeatures)), None)
+
+    @property
     def needs_history(self) -> bool:
         return "history" in self.names
 
@@ -654,7 +711,7 @@ class Featurizer:
         """Dataset columns the batch must carry in ``CandidateBatch.metadata``."""
         columns = []
         for g in self.groups:
-            for c in list(g.columns) if isinstance(g, (MetadataFeatures, TextFeatures)) else []:
+            for c in list(g.columns) if isinstance(g, (MetadataFeatures, TextFeatures, AnswerLikelihoodFeatures)) else []:
                 if c not in columns:
                     columns.append(c)
         return columns

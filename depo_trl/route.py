@@ -228,7 +228,7 @@ def predict_pass_rates(prompts: list, state: dict, config: dict, tokenizer, mode
     chat-templated text, token counts, pooled policy embedding, history keyed by the raw prompt."""
     from trl.data_utils import maybe_apply_chat_template
 
-    from .embedding import embed_token_ids
+    from .embedding import answer_token_ids, embed_and_score_answers
     from .history import prompt_key
 
     selector = selector_from_run_config(config)
@@ -242,18 +242,23 @@ def predict_pass_rates(prompts: list, state: dict, config: dict, tokenizer, mode
     wanted = selector.metadata_columns
     if wanted and (metadata is None or any(c not in metadata for c in wanted)):
         raise ValueError(f"The run's 'metadata' features read columns {wanted}; every prompt row must carry them.")
-    embeddings = None
-    if selector.needs_embedding:
+    embeddings = answer_logprobs = None
+    answers = selector.answer_likelihood
+    if selector.needs_embedding or answers is not None:
         limit = depo.get("depo_embedding_max_length", 512)
-        embeddings = embed_token_ids(
-            model, [ids[-limit:] for ids in token_ids], tokenizer.pad_token_id,
-            pooling=depo.get("depo_embedding_pooling", "mean"), batch_size=depo.get("depo_embedding_batch_size", 16),
-            device=next(model.parameters()).device,
-        ).cpu().double().numpy()
+        answer_ids = (None if answers is None else
+                      answer_token_ids(tokenizer, metadata[answers.column], answers.prefix, answers.max_tokens))
+        embeddings, answer_logprobs = embed_and_score_answers(
+            model, [ids[-limit:] for ids in token_ids], answer_ids if answer_ids is not None else [None] * len(texts),
+            tokenizer.pad_token_id, pooling=depo.get("depo_embedding_pooling", "mean"),
+            batch_size=depo.get("depo_embedding_batch_size", 16), device=next(model.parameters()).device,
+        )
+        embeddings = embeddings.cpu().double().numpy() if selector.needs_embedding else None
+        answer_logprobs = None if answers is None else answer_logprobs.cpu().double().numpy()
     scores = selector.score(
         texts, keys=np.array([prompt_key(p) for p in prompts], dtype=np.int64),
         token_counts=np.array([len(t) for t in token_ids]), embeddings=embeddings,
-        metadata={c: metadata[c] for c in wanted} or None,
+        metadata={c: metadata[c] for c in wanted} or None, answer_logprobs=answer_logprobs,
     )
     if scores.failed:
         raise ValueError("The run's estimator could not predict these prompts (see the warning above).")

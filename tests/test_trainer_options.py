@@ -112,7 +112,7 @@ def test_embedding_refresh_cadence_reuses_cached_embeddings(tokenizer, config_fa
     trainer = _trainer(tokenizer, args, dataset=letters_dataset(32))
     embedded = []
     original = trainer._embed
-    trainer._embed = lambda ids, pad: embedded.append(len(ids)) or original(ids, pad)
+    trainer._embed = lambda ids, pad, answers=None: embedded.append(len(ids)) or original(ids, pad, answers)
     trainer.train()
     # 3 rounds x 16 candidates from 32 prompts: the third round's candidates were all embedded before.
     assert sum(embedded) <= 32 and trainer.depo_stats.rounds == 3
