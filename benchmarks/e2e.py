@@ -17,7 +17,9 @@ match, binary). Methods (``METHODS``; trainers in ``benchmarks/e2e_methods.py``)
 - ``MoPPS``: ``DEPOTrainer`` with a history-only per-prompt Beta posterior (estimator ``beta``, features
   ``history``) and Thompson selection, no warm-up, no extra exploration: MoPPS through the same engine;
 - ``DEPO``: ``DEPOTrainer`` with its defaults;
-- ``DEPO-best``: ``DEPOTrainer`` with ``BEST_DEPO`` (the best configuration of the predictor study).
+- ``DEPO-best``: ``DEPOTrainer`` with ``BEST_DEPO`` (the best configuration of the predictor study);
+- ``DEPO-answer-K8``: DEPO's defaults plus the ``answer_likelihood`` feature group (the policy's teacher-forced
+  probability of the reference answer, from the embedding prefill) and 8 candidates scored per rollout.
 
 Every ``eval_every`` steps the policy is evaluated on the held-out set (unseen strings of the frontier lengths,
 the same for every regime and method): accuracy = mean exact-match rate of ``eval_samples`` completions per
@@ -77,8 +79,16 @@ METHODS: dict[str, tuple[str, dict]] = {
                        "depo_exploration": 0.0, "depo_warmup_steps": 0}),
     "DEPO": ("DEPO", {}),
     "DEPO-best": ("DEPO", BEST_DEPO),
+    # DEPO's defaults plus the answer_likelihood group (the policy's teacher-forced probability of the reference
+    # answer, from the same prefill as the embedding). For this exact-match task it is close to the pass rate itself
+    # (a completion passes when it is the answer), so this method shows what a near-exact predictor buys.
+    "DEPO-answer": ("DEPO", {"depo_features": ["length", "history", "embedding", "answer_likelihood"]}),
+    "DEPO-answer-K8": ("DEPO", {"depo_features": ["length", "history", "embedding", "answer_likelihood"],
+                                "depo_candidate_multiplier": 8}),
+    "DEPO-answer-K8-useful": ("DEPO", {"depo_features": ["length", "history", "embedding", "answer_likelihood"],
+                                       "depo_candidate_multiplier": 8, "depo_selection": "usefulness"}),
 }
-DEFAULT_METHODS = ("GRPO", "DS", "GRESO", "MoPPS", "DEPO", "DEPO-best")
+DEFAULT_METHODS = ("GRPO", "DS", "GRESO", "MoPPS", "DEPO", "DEPO-best", "DEPO-answer-K8")
 QUICK_METHODS = ("GRPO", "DS", "GRESO", "MoPPS", "DEPO")
 
 

@@ -26,7 +26,7 @@ import os
 import numpy as np
 
 SMOOTH = 3  # trailing window (evaluations) for reading thresholds
-DEPO_TARGET_METHODS = ("DEPO", "DEPO-best")  # the targets are checked for these (when present)
+DEPO_TARGET_METHODS = ("DEPO", "DEPO-best", "DEPO-answer-K8")  # the targets are checked for these (when present)
 
 
 # ------------------------------------------------------------------------------------------------ curves

@@ -29,6 +29,7 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
 from .tasks import ControlledReward, letters_reward
+from .graded_tasks import graded_reward
 
 GSM8K_SYSTEM_PROMPT = (
     "Solve the math word problem step by step. At the end, give the final answer as a number, either in "
@@ -259,6 +260,7 @@ REWARD_FUNCS: dict[str, Callable] = {
     "format_reward": format_reward,
     "letters_reward": letters_reward,  # depo:letters (depo_trl.tasks)
     "controlled_reward": controlled_reward,  # depo:controlled (depo_trl.tasks), seeded
+    "graded_reward": graded_reward,  # depo:graded (depo_trl.graded_tasks)
 }
 
 
