@@ -19,7 +19,9 @@ match, binary). Methods (``METHODS``; trainers in ``benchmarks/e2e_methods.py``)
 - ``DEPO``: ``DEPOTrainer`` with its defaults;
 - ``DEPO-best``: ``DEPOTrainer`` with ``BEST_DEPO`` (the best configuration of the predictor study);
 - ``DEPO-answer-K8``: DEPO's defaults plus the ``answer_likelihood`` feature group (the policy's teacher-forced
-  probability of the reference answer, from the embedding prefill) and 8 candidates scored per rollout.
+  probability of the reference answer, from the embedding prefill) and 8 candidates scored per rollout;
+- ``DEPO-answer-K8-w2``: the same with 2 warm-up steps instead of 10 (the answer likelihood is informative from
+  the first round, so a long uniform warm-up only spends rollouts).
 
 Every ``eval_every`` steps the policy is evaluated on the held-out set (unseen strings of the frontier lengths,
 the same for every regime and method): accuracy = mean exact-match rate of ``eval_samples`` completions per
@@ -85,10 +87,14 @@ METHODS: dict[str, tuple[str, dict]] = {
     "DEPO-answer": ("DEPO", {"depo_features": ["length", "history", "embedding", "answer_likelihood"]}),
     "DEPO-answer-K8": ("DEPO", {"depo_features": ["length", "history", "embedding", "answer_likelihood"],
                                 "depo_candidate_multiplier": 8}),
+    "DEPO-answer-K8-w2": ("DEPO", {"depo_features": ["length", "history", "embedding", "answer_likelihood"],
+                                   "depo_candidate_multiplier": 8, "depo_warmup_steps": 2}),
+    "DEPO-answer-K16-w2": ("DEPO", {"depo_features": ["length", "history", "embedding", "answer_likelihood"],
+                                    "depo_candidate_multiplier": 16, "depo_warmup_steps": 2}),
     "DEPO-answer-K8-useful": ("DEPO", {"depo_features": ["length", "history", "embedding", "answer_likelihood"],
                                        "depo_candidate_multiplier": 8, "depo_selection": "usefulness"}),
 }
-DEFAULT_METHODS = ("GRPO", "DS", "GRESO", "MoPPS", "DEPO", "DEPO-best", "DEPO-answer-K8")
+DEFAULT_METHODS = ("GRPO", "DS", "GRESO", "MoPPS", "DEPO", "DEPO-best", "DEPO-answer-K8", "DEPO-answer-K8-w2")
 QUICK_METHODS = ("GRPO", "DS", "GRESO", "MoPPS", "DEPO")
 
 

@@ -744,7 +744,7 @@ def parse_args(argv):
         args.n_prompts, args.group_size, args.max_new_tokens, args.folds = 10, 2, 4, 2
         args.timing_tokens, args.families, args.levels = [4], ["add", "parity"], [1, 2]
         args.estimators = args.estimators or ["logistic"]
-        args.configs = args.configs or ["length", "length+emb[raw]", "default"]
+        args.configs = args.configs or ["length", "length+emb[raw]", "default", "length+answer"]
         args.no_docs = args.no_docs or "--docs" not in (argv or [])
     return args
 
