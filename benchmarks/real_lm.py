@@ -276,6 +276,28 @@ def cached_embeddings(records, path: Path, threads: int, model_and_tokenizer=Non
     return out
 
 
+def cached_answer_logprobs(records, path: Path, threads: int, model_and_tokenizer=None) -> np.ndarray:
+    """``(n, 3)`` teacher-forced log-likelihood of each record's reference answer right after its prompt (total, per
+    token, first token), through ``depo_trl.embedding.embed_and_score_answers``; cached in ``path``."""
+    from depo_trl.embedding import answer_token_ids, embed_and_score_answers
+    from depo_trl.history import prompt_key
+
+    keys = np.array([prompt_key(r["prompt_text"] + "\x00" + str(r["answer"])) for r in records], dtype=np.int64)
+    if path.exists():
+        data = np.load(path)
+        if np.array_equal(data["keys"], keys):
+            return data["answer_logprobs"]
+    model, tokenizer = model_and_tokenizer or load_model(threads=threads)
+    ids = [tokenizer(r["prompt_text"], add_special_tokens=False)["input_ids"] for r in records]
+    answers = answer_token_ids(tokenizer, [r["answer"] for r in records])
+    t0 = time.perf_counter()
+    _, logprobs = embed_and_score_answers(model, ids, answers, tokenizer.pad_token_id)
+    print(f"scored {len(records)} reference answers in {time.perf_counter() - t0:.1f} s", flush=True)
+    out = logprobs.numpy().astype(np.float64)
+    np.savez_compressed(path, keys=keys, answer_logprobs=out)
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ cross-validation
 GROUP_SIZE = 8  # "useful at G = 8": a group of 8 completions with mixed rewards
 TOP_SHARE = 0.3
@@ -351,6 +373,13 @@ def feature_configs() -> dict[str, dict]:
             configs[f"length+text+emb[{variant}]"] = {"names": ["length", "text", "embedding"], "options": opts}
     d = default_config()
     configs["default"] = {"names": d["features"], "options": d["feature_options"], "embedding_dim": d["embedding_dim"]}
+    if "answer_likelihood" in groups:  # the policy's teacher-forced likelihood of the reference answer
+        configs["answer"] = {"names": ["answer_likelihood"]}
+        configs["length+answer"] = {"names": ["length", "answer_likelihood"]}
+        configs["length+emb[pca16]+answer"] = {"names": ["length", "embedding", "answer_likelihood"],
+                                               "options": {"embedding": {"reduction": "pca", "dim": 16}}}
+        configs["default+answer"] = {"names": list(d["features"]) + ["answer_likelihood"],
+                                     "options": d["feature_options"], "embedding_dim": d["embedding_dim"]}
     return configs
 
 
@@ -419,7 +448,8 @@ def ridge_predictions(X_tr, y_tr, X_te, alphas=(0.1, 1.0, 10.0, 100.0, 1000.0)) 
     return np.clip(model.predict(X_te), 0.0, 1.0)
 
 
-def engine_predictions(est_name, cls, config, texts, passes, trials, embeddings, metadata, tr, te, seed):
+def engine_predictions(est_name, cls, config, texts, passes, trials, embeddings, metadata, tr, te, seed,
+                       answer_logprobs=None):
     """One fold through the engine users run: ``PromptSelector.fit`` on the training fold (which also fits the
     featurizer's unsupervised parts: text IDF, embedding PCA), ``score`` on the held-out fold."""
     from benchmarks.cold_start import _estimator_kwargs
@@ -432,19 +462,24 @@ def engine_predictions(est_name, cls, config, texts, passes, trials, embeddings,
     selector = PromptSelector(GROUP_SIZE, estimator=est_name, **kwargs)
     needs = selector.needs_embedding
 
+    answers = selector.answer_likelihood is not None
+
     def part(idx):
         return dict(texts=[texts[i] for i in idx], embeddings=embeddings[idx] if needs else None,
-                    metadata={c: [v[i] for i in idx] for c, v in metadata.items()})
+                    metadata={c: [v[i] for i in idx] for c, v in metadata.items()},
+                    answer_logprobs=answer_logprobs[idx] if answers else None)
 
     train = part(tr)
-    selector.fit(train["texts"], passes[tr], trials[tr], embeddings=train["embeddings"], metadata=train["metadata"])
+    selector.fit(train["texts"], passes[tr], trials[tr], embeddings=train["embeddings"], metadata=train["metadata"],
+                 answer_logprobs=train["answer_logprobs"])
     scores = selector.score(**part(te))
     if not np.isfinite(scores.predicted).all():
         raise RuntimeError("the estimator failed to predict (the engine returned NaN; see its warning)")
     return scores.predicted, int(scores.features.shape[1])
 
 
-def cross_validate(records, embeddings, folds: int, seed: int, estimators=None, configs=None) -> dict:
+def cross_validate(records, embeddings, folds: int, seed: int, estimators=None, configs=None,
+                   answer_logprobs=None) -> dict:
     """Out-of-fold predictions of every estimator x feature config (and the references), then their scores."""
     import traceback
 
@@ -457,7 +492,8 @@ def cross_validate(records, embeddings, folds: int, seed: int, estimators=None, 
     passes = np.array([r["passes"] for r in records], dtype=np.float64)
     trials = np.array([r["trials"] for r in records], dtype=np.float64)
     true_p = passes / trials
-    metadata = {"family": [r["family"] for r in records], "level": [r["level"] for r in records]}
+    metadata = {"family": [r["family"] for r in records], "level": [r["level"] for r in records],
+                "answer": [r["answer"] for r in records]}
     labels = useful_labels_g8(records)
     splits = list(KFold(folds, shuffle=True, random_state=seed).split(np.arange(n)))
     configs = configs or feature_configs()
@@ -494,7 +530,8 @@ def cross_validate(records, embeddings, folds: int, seed: int, estimators=None, 
                     for tr, te in splits:
                         t0 = time.perf_counter()
                         pred[te], width = engine_predictions(est_name, cls, config, texts, passes, trials,
-                                                             embeddings[pooling], metadata, tr, te, seed)
+                                                             embeddings[pooling], metadata, tr, te, seed,
+                                                             answer_logprobs)
                         seconds += time.perf_counter() - t0
                 except Exception as exc:
                     results[key] = {"label": label, **meta, "error": f"{type(exc).__name__}: {exc}"}
@@ -816,6 +853,8 @@ def main(argv=None):
     if args.stage in ("embed", "cv", "all"):
         emb_path = args.results_dir / f"{NAME}_embeddings{suffix}.npz"
         embeddings = cached_embeddings(records, emb_path, args.threads, model_tok)
+        answer_logprobs = cached_answer_logprobs(records, args.results_dir / f"{NAME}_answers{suffix}.npz",
+                                                 args.threads, model_tok)
         if args.stage == "embed":
             return payload
     if args.stage in ("cv", "all"):
@@ -825,7 +864,8 @@ def main(argv=None):
             if unknown:
                 raise SystemExit(f"error: unknown --configs {unknown}; available: {list(configs)}")
             configs = {k: v for k, v in configs.items() if k in args.configs}
-        results = cross_validate(records, embeddings, args.folds, args.seed, args.estimators, configs)
+        results = cross_validate(records, embeddings, args.folds, args.seed, args.estimators, configs,
+                                 answer_logprobs=answer_logprobs)
     timing_path = args.results_dir / f"{NAME}_timing{suffix}.json"
     if args.stage == "timing" or (args.stage == "all" and (args.retime or not timing_path.exists())):
         model_tok = model_tok or load_model(threads=args.threads)

@@ -198,8 +198,9 @@ def test_real_lm_quick(tmp_path):
     assert len(records) == 10 and all(r["trials"] == 2 and 0 <= r["passes"] <= 2 for r in records)
     assert {r["family"] for r in records} == {"add", "parity"}
     assert (tmp_path / "real_lm_quick.json").exists() and (tmp_path / "real_lm_quick.png").exists()
-    assert (tmp_path / "real_lm_embeddings_quick.npz").exists()
+    assert (tmp_path / "real_lm_embeddings_quick.npz").exists() and (tmp_path / "real_lm_answers_quick.npz").exists()
     results = payload["results"]
+    assert "error" not in results["logistic|length+answer|-"]  # the answer_likelihood group ran through the engine
     assert payload["default_key"] in results and "tfidf_ridge" in results and "ridge|raw|last" in results
     assert results["oracle"]["pearson_r"] == 1.0
     assert payload["timing"]["prefill_seconds"] > 0 and set(payload["timing"]["generation_seconds"]) == {"4"}

@@ -92,9 +92,9 @@ def test_long_prompts_are_truncated_for_embedding_only(tokenizer, config_factory
     seen_lengths = []
     original = trainer._embed
 
-    def spy(token_ids, pad_token_id):
+    def spy(token_ids, pad_token_id, answer_ids=None):
         seen_lengths.extend(len(t) for t in token_ids)
-        return original(token_ids, pad_token_id)
+        return original(token_ids, pad_token_id, answer_ids)
 
     trainer._embed = spy
     trainer.train()
