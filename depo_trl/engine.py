@@ -30,7 +30,6 @@ A minimal loop::
 from __future__ import annotations
 
 import time
-import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ._warnings import warn_user
 from .estimators import PassRateEstimator, make_estimator
 from .features import CandidateBatch, Featurizer
 from .history import PromptHistory, prompt_key
@@ -431,10 +431,10 @@ class PromptSelector:
             self.on_failure(what, exc)
         if what not in self._warned:
             self._warned.add(what)
-            warnings.warn(
+            # At the user's line (their training loop, or their trainer.train() call), not at this file.
+            warn_user(
                 f"DEPO estimator {type(self.estimator).__name__} failed to {what} ({exc!r}); this round "
                 f"{'falls back to uniform selection' if what == 'predict' else 'teaches it nothing'}. Training goes "
                 "on; failures are counted in depo/estimator_failures. Further failures are not warned about.",
                 RuntimeWarning,
-                stacklevel=3,
             )
