@@ -30,7 +30,6 @@ A minimal loop::
 from __future__ import annotations
 
 import time
-import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ._warnings import warn_user
 from .estimators import PassRateEstimator, make_estimator
 from .features import CandidateBatch, Featurizer
 from .history import PromptHistory, prompt_key
@@ -216,7 +216,7 @@ class PromptSelector:
         """
         t0 = time.perf_counter()
         batch = self._batch(texts, keys, token_counts, embeddings, metadata, answer_logprobs)
-        seen = self.history.lookup(batch.keys)
+        seen = batch.history_lookup = self.history.lookup(batch.keys)  # read once: the history group reuses it
         features = self._features(batch)
         n = len(batch)
         uncertainty = None
@@ -362,8 +362,9 @@ class PromptSelector:
 
     def _batch(self, texts, keys, token_counts, embeddings, metadata, answer_logprobs=None) -> CandidateBatch:
         texts = list(texts)
-        if token_counts is None:
-            token_counts = _word_counts(texts)
+        word_counts = None
+        if token_counts is None:  # whitespace words stand in for tokens; the length group reuses the counts
+            token_counts = word_counts = _word_counts(texts)
         token_counts = np.asarray(token_counts).reshape(-1)
         if len(token_counts) != len(texts):
             raise ValueError(f"{len(token_counts)} token counts for {len(texts)} prompts.")
@@ -390,7 +391,8 @@ class PromptSelector:
         if missing:
             raise ValueError(f"The feature groups read dataset columns {missing}; pass them in metadata=.")
         return CandidateBatch(keys=self._keys(texts, keys), texts=texts, token_counts=token_counts,
-                              embeddings=embeddings, metadata=metadata or None, answer_logprobs=answer_logprobs)
+                              embeddings=embeddings, metadata=metadata or None, answer_logprobs=answer_logprobs,
+                              word_counts=word_counts)
 
     def _features(self, batch: CandidateBatch) -> np.ndarray:
         features = self.featurizer.transform(batch, self.history)
@@ -429,10 +431,10 @@ class PromptSelector:
             self.on_failure(what, exc)
         if what not in self._warned:
             self._warned.add(what)
-            warnings.warn(
+            # At the user's line (their training loop, or their trainer.train() call), not at this file.
+            warn_user(
                 f"DEPO estimator {type(self.estimator).__name__} failed to {what} ({exc!r}); this round "
                 f"{'falls back to uniform selection' if what == 'predict' else 'teaches it nothing'}. Training goes "
                 "on; failures are counted in depo/estimator_failures. Further failures are not warned about.",
                 RuntimeWarning,
-                stacklevel=3,
             )

@@ -52,6 +52,8 @@ class CandidateBatch:
     token_counts: np.ndarray | None = None  # prompt length in tokens
     embeddings: np.ndarray | None = None  # (n, hidden) pooled policy hidden states
     answer_logprobs: np.ndarray | None = None  # (n, 3) reference answer log-prob: total, per token, first token
+    word_counts: np.ndarray | None = None  # whitespace word counts, when the caller already has them
+    history_lookup: dict | None = None  # PromptHistory.lookup(keys), when the caller already looked them up
     metadata: dict[str, list] | None = field(default=None)  # dataset column name -> one value per candidate
 
     def __len__(self) -> int:
@@ -78,7 +80,8 @@ class LengthFeatures:
         texts = batch.texts
         chars = np.array([len(t) for t in texts], dtype=np.float64)
         tokens = batch.token_counts if batch.token_counts is not None else chars / 4.0
-        words = np.array([len(t.split()) for t in texts], dtype=np.float64)
+        words = (np.asarray(batch.word_counts, dtype=np.float64) if batch.word_counts is not None
+                 else np.array([len(t.split()) for t in texts], dtype=np.float64))
         lines = np.array([t.count("\n") + 1 for t in texts], dtype=np.float64)
         # Counted by deleting the (ASCII) bytes, one C call per prompt: a per-character Python loop made this group
         # the slowest part of scoring 10,000 candidates.
@@ -369,7 +372,7 @@ class HistoryFeatures:
     def transform(self, batch: CandidateBatch, history: PromptHistory | None = None) -> np.ndarray:
         if history is None:
             raise ValueError("The 'history' feature group needs a PromptHistory.")
-        h = history.lookup(batch.keys)
+        h = batch.history_lookup if batch.history_lookup is not None else history.lookup(batch.keys)
         posterior_mean = h["alpha"] / (h["alpha"] + h["beta"])
         return np.column_stack(
             [

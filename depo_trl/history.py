@@ -134,7 +134,8 @@ class PromptHistory:
     def lookup(self, keys) -> dict[str, np.ndarray]:
         """History of each key as arrays; unseen prompts get ``seen=0`` and prior values."""
         n = len(keys)
-        slots = np.array([self._slots.get(int(k), -1) for k in keys], dtype=np.int64)
+        get = self._slots.get  # plain Python ints (tolist) hash faster than numpy scalars
+        slots = np.array([get(k, -1) for k in np.asarray(keys, dtype=np.int64).tolist()], dtype=np.int64)
         seen = slots >= 0
         s = slots[seen]
         a0, b0 = self.prior

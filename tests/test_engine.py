@@ -106,6 +106,8 @@ def test_a_failing_estimator_falls_back_to_uniform_and_warns_once():
     assert sum("failed to predict" in m for m in messages) == 1
     assert sum("failed to learn" in m for m in messages) == 1
     assert selector.stats.estimator_failures == 6 and selector.stats.rounds == 3
+    # The warning points at the caller's line (this loop), not inside depo_trl.
+    assert {w.filename for w in caught if issubclass(w.category, RuntimeWarning)} == {__file__}
 
 
 def test_state_round_trips_through_disk_and_resumes_identically(tmp_path):
