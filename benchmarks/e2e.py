@@ -562,6 +562,8 @@ def main(argv=None):
     parser.add_argument("--seeds", default=None, help="comma-separated training seeds (default 0,1,2; 0 with --quick)")
     parser.add_argument("--steps", type=int, default=None, help="override the optimizer steps")
     parser.add_argument("--lr", type=float, default=None, help="override the learning rate")
+    parser.add_argument("--eval-every", type=int, default=None,
+                        help="override the evaluation interval in steps (finer reads the crossing points finer)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: shared machine)")
     parser.add_argument("--name", default=None, help="output name (default e2e, e2e_quick with --quick)")
     parser.add_argument("--section", default=SECTION, help="docs section marker name")
@@ -589,6 +591,8 @@ def main(argv=None):
         size["steps"] = args.steps
     if args.lr is not None:
         size["lr"] = args.lr
+    if args.eval_every is not None:
+        size["eval_every"] = args.eval_every
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else size["seeds"]
     regimes = [r.strip() for r in args.regimes.split(",")] if args.regimes else list(REGIMES)
     unknown = [r for r in regimes if r not in REGIMES]
@@ -600,7 +604,9 @@ def main(argv=None):
     command = "python -m benchmarks.e2e " + " ".join(argv if argv is not None else sys.argv[1:])
     docs = None if args.no_docs else args.docs if args.docs is not None else (None if args.quick else DOCS)
     return run_benchmark(size, e2e_task.TaskSpec(), methods, regimes, seeds, name, command.strip(), docs,
-                         section=args.section, out_dir=args.out, runs_dir=QUICK_RUNS if args.quick else RUNS,
+                         section=args.section, out_dir=args.out,
+                         # Another name keeps its own runs: a run's file name does not say its size.
+                         runs_dir=QUICK_RUNS if args.quick else RUNS if name == "e2e" else f"{RUNS}_{name}",
                          threads=args.threads, fresh=args.fresh, cached_only=args.cached_only)
 
 
