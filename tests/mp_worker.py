@@ -19,11 +19,11 @@ from depo_trl.history import prompt_key  # noqa: E402
 from depo_trl.tiny import build_model, build_tokenizer  # noqa: E402
 
 
-def main(out_dir: str, per_device_batch: int, backend: str) -> None:
+def main(out_dir: str, per_device_batch: int, backend: str, features: str = "default") -> None:
     rank = int(os.environ.get("RANK", 0))
     # Easy prompts always pass and hard ones never, whatever the completion: a group's observed pass rate must
     # be exactly 1 or 0, which breaks if rewards are attributed to the wrong prompt.
-    rows = [{"prompt": [{"role": "user", "content": f"{kind} item {i}"}], "kind": kind}
+    rows = [{"prompt": [{"role": "user", "content": f"{kind} item {i}"}], "kind": kind, "answer": f"{i}"}
             for i in range(40) for kind in ("easy", "hard")]
     dataset = Dataset.from_list(rows)
     reward_rows = []
@@ -37,6 +37,8 @@ def main(out_dir: str, per_device_batch: int, backend: str) -> None:
         max_completion_length=4, max_steps=5, learning_rate=1e-4, bf16=False, use_cpu=True, report_to="none",
         save_strategy="no", disable_tqdm=True, seed=0, depo_warmup_steps=2, depo_candidate_multiplier=3,
         ddp_backend="gloo", activation_checkpointing=False,
+        # "answer": the answer likelihood rides in the sharded embedding prefill and is gathered like the embedding.
+        **({"depo_features": ["length", "history", "embedding", "answer_likelihood"]} if features == "answer" else {}),
     )
     selected = []
 
@@ -77,4 +79,4 @@ def main(out_dir: str, per_device_batch: int, backend: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), sys.argv[3])
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3], *sys.argv[4:5])

@@ -11,11 +11,11 @@ import pytest
 WORKER = os.path.join(os.path.dirname(__file__), "mp_worker.py")
 
 
-def _run(nproc, per_device_batch, backend, tmp_path):
+def _run(nproc, per_device_batch, backend, tmp_path, features="default"):
     torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.path.dirname(os.path.dirname(WORKER))}
     cmd = [torchrun, "--nproc_per_node", str(nproc), "--master_port", str(29500 + os.getpid() % 1000), WORKER,
-           str(tmp_path), str(per_device_batch), backend]
+           str(tmp_path), str(per_device_batch), backend, features]
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     except subprocess.TimeoutExpired as exc:
@@ -26,13 +26,14 @@ def _run(nproc, per_device_batch, backend, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "nproc, per_device_batch, backend",
-    [(2, 6, "transformers"), (3, 4, "transformers"), (2, 6, "vllm-server-standin")],
+    "nproc, per_device_batch, backend, features",
+    [(2, 6, "transformers", "default"), (3, 4, "transformers", "default"), (2, 6, "vllm-server-standin", "default"),
+     (3, 4, "transformers", "answer")],
 )
-def test_ranks_agree_and_rewards_reach_the_right_prompt(nproc, per_device_batch, backend, tmp_path):
+def test_ranks_agree_and_rewards_reach_the_right_prompt(nproc, per_device_batch, backend, features, tmp_path):
     """2 ranks x 6 rows = 3 groups of 4, group 1 straddling ranks 0 and 1; 3 ranks x 4 rows = 3 groups of 4 with
     a 1 + 3 split. The vLLM stand-in checks the server path's contract (G contiguous copies, rows per rank)."""
-    reports = _run(nproc, per_device_batch, backend, tmp_path)
+    reports = _run(nproc, per_device_batch, backend, tmp_path, features)
     first = reports[0]
     assert first["world_size"] == nproc
     for other in reports[1:]:
