@@ -283,6 +283,7 @@ def build_methods(data: ReplayData, args) -> tuple[dict[str, Callable[[], Select
                 args.band_high,
                 exploration,
                 args.revisit_after,
+                estimator_kwargs=args.estimator_kwargs,
                 feature_options=options,
             )
             info[key] = {
@@ -563,6 +564,8 @@ def parse_args(argv: Sequence[str] | None):
         help="revisit floor for the selection policy (default: DEPOConfig's, if it has one; else off)",
     )
     ap.add_argument("--mopps-decay", type=float, default=1.0, help="MoPPS pseudo-count decay per observation")
+    ap.add_argument("--estimator-kwargs", type=json.loads, default=None, metavar="JSON",
+                    help='constructor arguments for the DEPO estimators, e.g. \'{"forgetting": 0.8}\'')
     ap.add_argument(
         "--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (default: up to 2)"
     )
