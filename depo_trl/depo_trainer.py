@@ -46,7 +46,7 @@ from . import _trl_compat
 from .audit import DecisionLog, finite_or_none, skip_reason
 from .candidates import CandidateStream, IterableCandidateStream, copy_row
 from .depo_config import DEPOConfig
-from .embedding import answer_token_ids, embed_and_score_answers, embed_token_ids
+from .embedding import answer_token_ids, embed_and_score_answers
 from .epochs import EpochOfRounds, LoadSwitch, LoadWhenUsed
 from .engine import PromptSelector, RoundOutcome, Scores, SelectorStats
 from .estimators import PassRateEstimator
@@ -644,16 +644,14 @@ class DEPOTrainer(GRPOTrainer):
         shard = -(-len(token_ids) // world)
         padded = token_ids + [token_ids[-1]] * (shard * world - len(token_ids))
         mine = padded[rank * shard : (rank + 1) * shard]
-        answer_logprobs = None
+        my_answers = None
+        if answer_ids is not None:
+            answers = list(answer_ids) + [answer_ids[-1]] * (shard * world - len(answer_ids))
+            my_answers = answers[rank * shard : (rank + 1) * shard]
         with self._embedding_adapter_context():
-            options = dict(pooling=self.args.depo_embedding_pooling, batch_size=self.args.depo_embedding_batch_size,
-                           device=self.accelerator.device)
-            if answer_ids is None:
-                embeddings = embed_token_ids(self.model, mine, pad_token_id, **options)
-            else:
-                answers = list(answer_ids) + [answer_ids[-1]] * (shard * world - len(answer_ids))
-                embeddings, answer_logprobs = embed_and_score_answers(
-                    self.model, mine, answers[rank * shard : (rank + 1) * shard], pad_token_id, **options)
+            embeddings, answer_logprobs = embed_and_score_answers(
+                self.model, mine, my_answers, pad_token_id, pooling=self.args.depo_embedding_pooling,
+                batch_size=self.args.depo_embedding_batch_size, device=self.accelerator.device)
         if world > 1:
             embeddings = self.accelerator.gather(embeddings.contiguous())
             if answer_logprobs is not None:

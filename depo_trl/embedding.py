@@ -73,21 +73,22 @@ def answer_token_ids(tokenizer, answers, prefix: str = "", max_tokens: int = 32)
 def embed_and_score_answers(
     model: torch.nn.Module,
     token_ids: list[list[int]],
-    answer_ids: list[list[int] | None],
+    answer_ids: list[list[int] | None] | None,
     pad_token_id: int,
     pooling: str = "mean",
     batch_size: int = 16,
     device: torch.device | str = "cpu",
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Pooled prompt embeddings and the policy's log-likelihood of each reference answer, in one prefill.
 
     Each row is the prompt followed by its answer tokens. Attention is causal, so the prompt positions never see
     the answer and the pooled embedding is exactly ``embed_token_ids``'s; the logits at the positions that predict
     the answer tokens give the teacher-forced log-probabilities. Returns ``(embeddings, answer_logprobs)`` with
     ``answer_logprobs`` of shape ``(n, 3)``: total, mean per token and first-token log-probability (NaN where the
-    answer is ``None`` or empty). Same collective rule as ``embed_token_ids``.
+    answer is ``None`` or empty). ``answer_ids=None`` is ``embed_token_ids`` with ``None`` for the log-likelihoods,
+    so callers whose answers are optional need one call. Same collective rule as ``embed_token_ids``.
     """
-    if len(answer_ids) != len(token_ids):
+    if answer_ids is not None and len(answer_ids) != len(token_ids):
         raise ValueError(f"{len(answer_ids)} answers for {len(token_ids)} prompts.")
     return _prefill(model, token_ids, answer_ids, pad_token_id, pooling, batch_size, device)
 
@@ -128,9 +129,11 @@ def _prefill(model, token_ids, answer_ids, pad_token_id, pooling, batch_size, de
             out = model(input_ids=input_ids, attention_mask=mask, use_cache=False,
                         logits_to_keep=1 if positions is None else positions.to(device))
             hidden = captured.pop("hidden").float()
-            prompt_mask = torch.zeros_like(mask)
-            for row, n in enumerate(lengths):
-                prompt_mask[row, :n] = 1
+            prompt_mask = mask  # pool over the prompt only, not its appended answer
+            if answers is not None:
+                prompt_mask = torch.zeros_like(mask)
+                for row, n in enumerate(lengths):
+                    prompt_mask[row, :n] = 1
             if pooling == "last":
                 last = torch.tensor(lengths, device=hidden.device) - 1
                 pooled.append(hidden[torch.arange(len(rows), device=hidden.device), last])

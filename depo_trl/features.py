@@ -714,7 +714,7 @@ class Featurizer:
         """Dataset columns the batch must carry in ``CandidateBatch.metadata``."""
         columns = []
         for g in self.groups:
-            for c in list(g.columns) if isinstance(g, (MetadataFeatures, TextFeatures, AnswerLikelihoodFeatures)) else []:
+            for c in list(getattr(g, "columns", ())):  # the groups that read dataset columns name them here
                 if c not in columns:
                     columns.append(c)
         return columns

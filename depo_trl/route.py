@@ -249,9 +249,9 @@ def predict_pass_rates(prompts: list, state: dict, config: dict, tokenizer, mode
         answer_ids = (None if answers is None else
                       answer_token_ids(tokenizer, metadata[answers.column], answers.prefix, answers.max_tokens))
         embeddings, answer_logprobs = embed_and_score_answers(
-            model, [ids[-limit:] for ids in token_ids], answer_ids if answer_ids is not None else [None] * len(texts),
-            tokenizer.pad_token_id, pooling=depo.get("depo_embedding_pooling", "mean"),
-            batch_size=depo.get("depo_embedding_batch_size", 16), device=next(model.parameters()).device,
+            model, [ids[-limit:] for ids in token_ids], answer_ids, tokenizer.pad_token_id,
+            pooling=depo.get("depo_embedding_pooling", "mean"), batch_size=depo.get("depo_embedding_batch_size", 16),
+            device=next(model.parameters()).device,
         )
         embeddings = embeddings.cpu().double().numpy() if selector.needs_embedding else None
         answer_logprobs = None if answers is None else answer_logprobs.cpu().double().numpy()
