@@ -404,7 +404,6 @@ class AnswerLikelihoodFeatures:
 
     name = "answer_likelihood"
     needs_embedding = False
-    needs_answer_likelihood = True
 
     def __init__(self, column: str = "answer", prefix: str = "", max_tokens: int = 32):
         if not isinstance(column, str) or not column:
