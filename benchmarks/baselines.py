@@ -165,9 +165,11 @@ class MoPPSSelector(Selector):
         target: float = 0.5,
     ):
         super().__init__(n_prompts, group_size)
-        self.prior, self.decay, self.target = (float(prior[0]), float(prior[1])), float(decay), float(target)
-        self.alpha = np.full(self.n_prompts, self.prior[0])
-        self.beta = np.full(self.n_prompts, self.prior[1])
+        # A prior per prompt (arrays) as well as one for all (floats): an offline pass-rate estimate is a prior.
+        self.prior = tuple(np.broadcast_to(np.asarray(v, dtype=np.float64), (self.n_prompts,)).copy() for v in prior)
+        self.decay, self.target = float(decay), float(target)
+        self.alpha = self.prior[0].copy()
+        self.beta = self.prior[1].copy()
 
     def choose(self, round_index, pool, budget, rng):
         sample = rng.beta(self.alpha[pool], self.beta[pool])
@@ -177,7 +179,7 @@ class MoPPSSelector(Selector):
 
     def observe(self, round_index, indices, passes):
         passes = np.asarray(passes, dtype=np.float64)
-        a0, b0 = self.prior
+        a0, b0 = self.prior[0][indices], self.prior[1][indices]
         self.alpha[indices] = a0 + self.decay * (self.alpha[indices] - a0) + passes
         self.beta[indices] = b0 + self.decay * (self.beta[indices] - b0) + (self.group_size - passes)
 

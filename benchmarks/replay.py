@@ -52,6 +52,9 @@ NAME = "replay"
 LOG_FILE = "passrate/one_shot_rlvr_acc_step_500.json"
 TEXT_FILE = "passrate/one_shot_rlvr_dsr_sub.parquet"
 GROUP_SIZE = 8
+PRIOR_FILE = "passrate/deepscaler_qwen25math7b_passrate.jsonl"
+PROMPT_SUFFIX = " Let's think step by step and output the final answer within \\boxed{}."
+PRIOR_COLUMN = "offline_pass_rate_logit"
 TARGET_SHARE, TARGET_USEFUL, TARGET_MARGIN = 0.4, 0.85, 0.02  # issue 9: >= 0.85 and >= best baseline + 0.02
 BASELINE_KEYS = ("uniform", "dynamic_sampling", "greso", "mopps")
 
@@ -62,6 +65,7 @@ class ReplayData:
     outcomes: np.ndarray  # (n_prompts, n_epochs) passes out of 8; -1 where the prompt has no entry that epoch
     texts: list[str]
     prompt_ids: np.ndarray  # index in the original log
+    offline_pass_rate: np.ndarray | None = None  # another model's measured pass rate per prompt (NaN: unknown)
 
     @property
     def n_prompts(self) -> int:
@@ -118,7 +122,27 @@ def load_replay(n_prompts: int | None = None, epochs: int | None = None, seed: i
         acc = np.asarray(log[str(i)][:n_epochs], dtype=np.float64)
         outcomes[row, : len(acc)] = np.rint(acc * GROUP_SIZE).astype(np.int64)
     texts = [_prompt_text(frame["prompt"].iloc[int(i)]) for i in ids]
-    return ReplayData(outcomes=outcomes, texts=texts, prompt_ids=ids)
+    return ReplayData(outcomes=outcomes, texts=texts, prompt_ids=ids, offline_pass_rate=offline_pass_rates(texts))
+
+
+def offline_pass_rates(texts: Sequence[str]) -> np.ndarray | None:
+    """Each prompt's pass rate under another model, where the DeepScaleR file has its problem (NaN elsewhere).
+
+    The replayed run (Qwen2.5-Math-1.5B) trained on a DeepScaleR subset; ``PRIOR_FILE`` holds Qwen2.5-Math-7B's
+    pass rate over 128 samples for 29,895 DeepScaleR problems. A dataset that ships such a column (DeepScaleR's
+    AdaRFT difficulty, Big-Math's solve rates, OpenR1's pass rates) gives DEPO it as a ``metadata`` feature before
+    any rollout. Problems are matched on their text with the run's instruction suffix removed and whitespace
+    collapsed. ``None`` when the file is absent.
+    """
+    if not common.data_available(PRIOR_FILE):
+        return None
+    norm = lambda t: " ".join(t.split())  # noqa: E731
+    rates = {}
+    with common.data_file(PRIOR_FILE).open() as f:
+        for line in f:
+            row = json.loads(line)
+            rates[norm(row["problem"])] = float(row["pass_rate"])
+    return np.array([rates.get(norm(t.replace(PROMPT_SUFFIX, "")), np.nan) for t in texts])
 
 
 # ----------------------------------------------------------------------------- DEPO
@@ -140,6 +164,7 @@ class DEPOSelector(Selector):
         revisit_after: float | None = None,
         estimator_kwargs: dict | None = None,
         feature_options: dict | None = None,
+        metadata: dict[str, Sequence] | None = None,
     ):
         from depo_trl.engine import PromptSelector
         from depo_trl.history import prompt_key
@@ -157,6 +182,7 @@ class DEPOSelector(Selector):
             revisit_after=revisit_after,
         )
         self.texts = list(texts)
+        self.metadata = {name: list(values) for name, values in (metadata or {}).items()}  # column -> per prompt
         self.keys = np.array([prompt_key(t) for t in self.texts], dtype=np.int64)
         self.estimator = self.engine.estimator
         self._pending = None
@@ -164,7 +190,8 @@ class DEPOSelector(Selector):
 
     def choose(self, round_index, pool, budget, rng):
         self.engine.rng = rng  # the harness's seeded generator drives every random choice of the run
-        scores = self.engine.score([self.texts[j] for j in pool], keys=self.keys[pool])
+        metadata = {name: [values[j] for j in pool] for name, values in self.metadata.items()} or None
+        scores = self.engine.score([self.texts[j] for j in pool], keys=self.keys[pool], metadata=metadata)
         if scores.failed:
             raise RuntimeError(f"estimator {type(self.estimator).__name__} failed to predict")
         choice = self.engine.select(scores, budget)
@@ -295,6 +322,8 @@ def build_methods(data: ReplayData, args) -> tuple[dict[str, Callable[[], Select
                 "features": features,
                 "feature_options": options,
             }
+    if data.offline_pass_rate is not None:
+        _add_offline_prior_methods(methods, info, data, args)
     logged = data.outcomes >= 0
     rate = (is_useful(data.outcomes, GROUP_SIZE) & logged).sum(axis=1) / np.maximum(logged.sum(axis=1), 1)
     methods["hindsight"] = lambda: HindsightSelector(n, GROUP_SIZE, rate)
@@ -302,6 +331,45 @@ def build_methods(data: ReplayData, args) -> tuple[dict[str, Callable[[], Select
     methods["oracle"] = lambda: OracleSelector(n, GROUP_SIZE)
     info["oracle"] = {"label": "oracle (knows the outcome)", "kind": "oracle"}
     return methods, info, notes
+
+
+def _add_offline_prior_methods(methods: dict, info: dict, data: ReplayData, args) -> None:
+    """MoPPS and DEPO given another model's pass rate of each prompt (where known) before any rollout.
+
+    MoPPS gets it as each prompt's Beta prior (mean = that pass rate, 2 pseudo-trials, as its uniform Beta(1, 1)
+    has); DEPO as a numeric ``metadata`` column (the logit of that pass rate, missing where unknown) that its
+    content model learns to weigh against the prompts' own records.
+    """
+    n = data.n_prompts
+    rate = np.clip(data.offline_pass_rate, 0.01, 0.99)
+    known = np.isfinite(rate)
+    alpha = np.where(known, 2.0 * rate, 1.0)
+    beta = np.where(known, 2.0 * (1.0 - rate), 1.0)
+    share = f"{known.mean():.0%}"
+    methods["mopps_prior"] = lambda: MoPPSSelector(n, GROUP_SIZE, prior=(alpha, beta), decay=args.mopps_decay)
+    info["mopps_prior"] = {"label": f"MoPPS + offline pass rate prior ({share} of prompts)", "kind": "baseline",
+                           "offline_prior": True}
+    logit = np.log(rate / (1.0 - rate))
+    column = {PRIOR_COLUMN: [float(v) if k else None for v, k in zip(logit, known)]}
+    options = {"metadata": {"columns": {PRIOR_COLUMN: "numeric"}}}
+    estimators = common.registered_estimators()
+    for est, pol, exploration in (("hierarchical", "usefulness", 0.0), ("logistic", "usefulness", args.exploration)):
+        if est not in estimators or (args.estimators and est not in args.estimators):
+            continue
+        if args.policies and pol not in args.policies:
+            continue
+        features, _ = common.feature_plan(estimators[est], include_history=True, text_for_record_models=False)
+        features = [f for f in features if f != "text"] + ["metadata"]  # the prior column replaces dense text
+        key = f"depo:{est}:{pol}:explore{exploration:g}:offline_prior"
+        methods[key] = lambda est=est, pol=pol, features=features, exploration=exploration: DEPOSelector(
+            n, GROUP_SIZE, est, pol, features, data.texts, args.band_low, args.band_high, exploration,
+            args.revisit_after, estimator_kwargs=args.estimator_kwargs, feature_options=options, metadata=column)
+        info[key] = {
+            "label": f"DEPO {est} / {pol}" + ("" if exploration == args.exploration else f", exploration {exploration:g}")
+            + " + offline pass rate",
+            "exploration": exploration, "kind": "depo", "estimator": est, "policy": pol, "features": features,
+            "feature_options": options, "offline_prior": True,
+        }
 
 
 _WORKER: dict = {}
@@ -384,6 +452,16 @@ def _table(results: dict, info: dict, shares: Sequence[float]) -> str:
 
 
 def _targets(results: dict, info: dict, shares: Sequence[float]) -> dict:
+    """The issue's target over the methods without the offline prior, and (under ``with_offline_prior``) over
+    every method, the offline-prior ones included, against every baseline (MoPPS with the same prior too)."""
+    plain = {k: v for k, v in results.items() if not info[k].get("offline_prior")}
+    out = _targets_of(plain, info, shares)
+    if len(plain) < len(results):
+        out["with_offline_prior"] = _targets_of(results, info, shares)
+    return out
+
+
+def _targets_of(results: dict, info: dict, shares: Sequence[float]) -> dict:
     if TARGET_SHARE not in shares:
         return {"evaluated": False, "reason": f"the {TARGET_SHARE:.0%} share was not run"}
     s = str(TARGET_SHARE)
@@ -488,6 +566,17 @@ def _docs_body(payload: dict, table: str, plot_path: Path, docs_path: Path) -> s
         )
     else:
         verdict = f"Target not evaluated: {t.get('reason')}."
+    w = t.get("with_offline_prior")
+    if w and w.get("evaluated"):
+        verdict += (
+            f"\n\n**With another model's pass rate as a prior** (the DeepScaleR file's Qwen2.5-Math-7B pass rate, "
+            f"known for {data.get('offline_prior_share', 0):.0%} of the prompts; MoPPS gets the same prior): "
+            f"{'met' if w['met'] else 'not met'}. Best DEPO: {w['best_depo']} at {w['best_depo_useful_share']:.3f}"
+            f"{_pm(w.get('best_depo_seed_std'))} (>= {TARGET_USEFUL}: "
+            f"{'yes' if w['useful_share_at_least_target'] else 'no'}); best baseline: {w['best_baseline']} at "
+            f"{w['best_baseline_useful_share']:.3f}{_pm(w.get('best_baseline_seed_std'))} (margin by "
+            f"{w['best_depo_useful_share'] - w['best_baseline_useful_share']:+.3f})."
+        )
     if t.get("hindsight_useful_share") is not None:
         verdict += (
             f" For scale: a selector that knew each prompt's useful rate over the whole log (future epochs "
@@ -638,6 +727,9 @@ def compute(args, argv_list: list[str]) -> dict:
             "pool_max": max(pools),
             "uniform_truth": data.uniform_truth(),
             "oracle_truth": {str(s): data.oracle_truth(s) for s in args.shares},
+            "offline_prior_file": PRIOR_FILE if data.offline_pass_rate is not None else None,
+            "offline_prior_share": (float(np.isfinite(data.offline_pass_rate).mean())
+                                    if data.offline_pass_rate is not None else 0.0),
         },
         "methods": info,
         "results": results,

@@ -62,6 +62,19 @@ def test_baseline_selectors_respect_the_budget():
     assert kept == min(10, baselines.is_useful(truth, G).sum())
 
 
+def test_mopps_takes_a_prior_per_prompt_and_decays_toward_it():
+    prior_alpha, prior_beta = np.array([1.8, 0.2, 1.0]), np.array([0.2, 1.8, 1.0])
+    mopps = baselines.MoPPSSelector(3, 8, prior=(prior_alpha, prior_beta), decay=0.5)
+    np.testing.assert_array_equal(mopps.alpha, prior_alpha)
+    mopps.observe(0, np.array([0, 2]), np.array([4, 8]))
+    np.testing.assert_allclose(mopps.alpha, [1.8 + 4, 0.2, 1.0 + 8])
+    np.testing.assert_allclose(mopps.beta, [0.2 + 4, 1.8, 1.0 + 0])
+    mopps.observe(1, np.array([0]), np.array([0]))  # half the evidence fades, back toward this prompt's own prior
+    assert mopps.alpha[0] == pytest.approx(1.8 + 0.5 * 4) and mopps.beta[0] == pytest.approx(0.2 + 0.5 * 4 + 8)
+    # One prior for all, as before.
+    assert baselines.MoPPSSelector(4, 8).alpha.tolist() == [1.0] * 4
+
+
 def test_greso_skips_zero_variance_streaks():
     greso = baselines.GRESOSelector(4, 8)
     greso.observe(0, np.array([0, 1, 2]), np.array([8, 0, 3]))
@@ -137,6 +150,24 @@ def test_replay_quick(tmp_path):
     assert results["dynamic_sampling"]["0.4"]["generation_cost"] > 1.0
     text = docs.read_text()
     assert "<!-- replay:start -->" in text and "<!-- replay:end -->" in text and "| method" in text
+    # Another model's pass rate (the DeepScaleR file) is matched to most replayed prompts and drives two extra
+    # methods, reported under their own verdict.
+    if saved["data"]["offline_prior_file"] is not None:
+        assert 0.5 < saved["data"]["offline_prior_share"] <= 1.0
+        assert "error" not in results["mopps_prior"]["0.4"]
+        assert all("error" not in v for k, v in results.items() if k.endswith(":offline_prior"))
+        assert "with_offline_prior" in saved["targets"] and "With another model's pass rate" in text
+
+
+def test_offline_pass_rates_match_problem_texts():
+    _need(*REPLAY_FILES, "passrate/deepscaler_qwen25math7b_passrate.jsonl")
+    from benchmarks import replay
+
+    row = json.loads(common.data_file("passrate/deepscaler_qwen25math7b_passrate.jsonl").open().readline())
+    texts = [row["problem"] + replay.PROMPT_SUFFIX, "  ".join(row["problem"].split(" ")), "not a DeepScaleR problem"]
+    rates = replay.offline_pass_rates(texts)
+    assert rates[0] == pytest.approx(row["pass_rate"]) and rates[1] == pytest.approx(row["pass_rate"])
+    assert np.isnan(rates[2])
 
 
 def test_cold_start_quick(tmp_path):
@@ -205,3 +236,49 @@ def test_real_lm_quick(tmp_path):
     assert results["oracle"]["pearson_r"] == 1.0
     assert payload["timing"]["prefill_seconds"] > 0 and set(payload["timing"]["generation_seconds"]) == {"4"}
     assert "<!-- real_lm:start -->" in (tmp_path / "benchmarks.md").read_text()
+
+
+def test_trl_suite_harness_pieces(tmp_path):
+    """The parts of benchmarks.trl_suite that need no TRL checkout: shims, the version-gap bridge, the junit
+    comparison, and stand-ins that load offline under the hub ids TRL's tests use."""
+    from benchmarks import trl_suite
+
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    (tests / "test_grpo_trainer.py").write_text(f"{trl_suite.IMPORT_LINE}\n\ndef test_x():\n    pass\n")
+    path = trl_suite.write_variant(tests, "depo-filtering")
+    assert "from shim_depo_filtering import GRPOConfig, GRPOTrainer" in path.read_text()
+    namespace: dict = {}
+    exec((tmp_path / "shim_depo_filtering.py").read_text(), namespace)
+    from depo_trl import DEPOConfig, DEPOTrainer
+
+    config = namespace["GRPOConfig"](output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False)
+    assert isinstance(config, DEPOConfig) and namespace["GRPOTrainer"] is DEPOTrainer
+    assert config.depo_warmup_steps == 0 and config.depo_candidate_multiplier == 2
+
+    utils = tests / "testing_utils.py"
+    utils.write_text("from trl.import_utils import (\n    is_deepspeed_available,\n    is_nonexistent_pkg_available,\n)\n")
+    assert trl_suite.bridge_version_gap(utils) == ["is_nonexistent_pkg_available"]
+    namespace = {}
+    exec(utils.read_text(), namespace)
+    assert namespace["is_nonexistent_pkg_available"]() is False and callable(namespace["is_deepspeed_available"])
+
+    xml = tmp_path / "r.xml"
+    xml.write_text('<testsuites><testsuite><testcase classname="tests.t.TestA" name="test_ok"/>'
+                   '<testcase classname="tests.t.TestA" name="test_bad"><failure message="boom"/></testcase>'
+                   '<testcase classname="tests.t.TestA" name="test_skip"><skipped/></testcase></testsuite></testsuites>')
+    results = trl_suite.parse_junit(xml)
+    assert results["TestA::test_bad"] == {"outcome": "failed", "message": "boom"}
+    assert results["TestA::test_skip"]["outcome"] == "skipped"
+    reference = {**results, "TestA::test_bad": {"outcome": "passed", "message": ""}}
+    assert [x["test"] for x in trl_suite.compare(reference, results)] == ["TestA::test_bad"]
+
+    built = trl_suite.build_standins(tmp_path)
+    assert "trl-internal-testing/tiny-Qwen2ForCausalLM-2.5" in built
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM
+
+    dataset = load_dataset(str(tmp_path / "trl-internal-testing" / "zen"), "conversational_prompt_only", split="train")
+    assert len(dataset) == 17 and dataset[0]["prompt"][0]["role"] == "user"
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "trl-internal-testing" / "tiny-Qwen3ForCausalLM")
+    assert model.config.model_type == "qwen3"
