@@ -287,3 +287,29 @@ def test_hierarchical_unseen_prompts_get_the_content_prior_seen_ones_their_recor
     sd_seen = est.predict_uncertainty(X[:150], keys=keys[:150])
     sd_unseen = est.predict_uncertainty(X[150:], keys=keys[150:])
     assert sd_seen.mean() < sd_unseen.mean()
+
+
+@pytest.mark.parametrize("name", ["beta", "hierarchical"])
+def test_forgetting_by_observation_keeps_a_waiting_prompts_record(name):
+    """``forgetting_unit="observation"``: a skipped prompt's evidence does not fade while others are updated; its
+    older groups shrink once per new group of its own. ``"round"``: every update round ages every record."""
+    X = np.zeros((1, 2))
+    by_obs = make_estimator(name, forgetting=0.5, forgetting_unit="observation")
+    by_round = make_estimator(name, forgetting=0.5, forgetting_unit="round")
+    for est in (by_obs, by_round):
+        est.partial_fit(np.zeros((2, 2)), [8.0, 4.0], [8.0, 8.0], keys=np.array([1, 2]))
+        for _ in range(6):  # prompt 1 waits while prompt 2 keeps being rolled out
+            est.partial_fit(X, [4.0], [8.0], keys=np.array([2]))
+    waiting = lambda est: est.predict_uncertainty(X, keys=np.array([1]))[0]  # noqa: E731
+    assert waiting(by_obs) < waiting(by_round)  # kept its 8 trials vs faded toward the prior
+    assert by_obs.predict_pass_rate(X, keys=np.array([1]))[0] > by_round.predict_pass_rate(X, keys=np.array([1]))[0]
+    # One more group of prompt 1 (0 of 8): by observation, its first group now counts half.
+    by_obs.partial_fit(X, [0.0], [8.0], keys=np.array([1]))
+    if name == "beta":
+        alpha, beta = by_obs.posterior(np.array([1]))
+        assert alpha[0] == pytest.approx(1.0 + 0.5 * 8) and beta[0] == pytest.approx(1.0 + 8)
+    else:
+        passes, fails = by_obs.record_.posterior(np.array([1]))
+        assert passes[0] == pytest.approx(0.5 * 8, abs=1e-6) and fails[0] == pytest.approx(8, abs=1e-6)
+    with pytest.raises(ValueError, match="forgetting_unit"):
+        make_estimator(name, forgetting_unit="epoch")
