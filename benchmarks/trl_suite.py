@@ -270,7 +270,10 @@ def docs_body(payload: dict, table: str) -> str:
         "",
         table,
         "",
-        "What each difference means is in the README (\"Drop-in guarantees\").",
+        "Why the one test listed above differs: it asserts that `GRPOTrainer`'s generation batches are the dataset's "
+        "first prompts in order, and GRPO's count of steps per epoch. Under DEPO filtering the batch is DEPO's "
+        "pick, and one epoch is one pass of the candidate walk (K x fewer rounds than GRPO's epoch; README, "
+        "\"How it works\", Epochs), so neither can hold by design; with `max_steps` set, step counts agree.",
         "",
         f"Command: `{payload['command']}`. Machine: {payload['machine']}.",
     ])
@@ -278,7 +281,7 @@ def docs_body(payload: dict, table: str) -> str:
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(prog="python -m benchmarks.trl_suite", description=__doc__.split("\n\n")[0])
-    src = ap.add_mutually_exclusive_group(required=True)
+    src = ap.add_mutually_exclusive_group(required="--from-json" not in (argv or []))
     src.add_argument("--trl-tests", type=Path, help="TRL's tests/ folder (a checkout)")
     src.add_argument("--trl-git", type=Path, help="a (bare) git clone of TRL; its HEAD's tests/ are read")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
@@ -288,6 +291,7 @@ def parse_args(argv):
     ap.add_argument("--results-dir", type=Path, default=common.RESULTS_DIR)
     ap.add_argument("--docs", type=Path, default=common.DOCS_PATH)
     ap.add_argument("--no-docs", action="store_true")
+    ap.add_argument("--from-json", type=Path, default=None, help="re-render the docs section of a finished run")
     args = ap.parse_args(argv)
     if "grpo" not in args.variants:
         args.variants = ["grpo"] + args.variants  # the reference is always run
@@ -299,6 +303,12 @@ def main(argv=None) -> dict:
 
     argv_list = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv_list)
+    if args.from_json is not None:
+        payload = json.loads(args.from_json.read_text())
+        table = render(payload)
+        print(table)
+        common.update_docs_section("trl_suite", docs_body(payload, table), args.docs)
+        return payload
     work = args.work or Path(tempfile.mkdtemp(prefix="trl-suite-"))
     source = read_trl_tests(args.trl_tests, args.trl_git, work / "tests")
     standins = build_standins(work)
