@@ -93,6 +93,14 @@ METHODS: dict[str, tuple[str, dict]] = {
                                     "depo_candidate_multiplier": 16, "depo_warmup_steps": 2}),
     "DEPO-answer-K8-useful": ("DEPO", {"depo_features": ["length", "history", "embedding", "answer_likelihood"],
                                        "depo_candidate_multiplier": 8, "depo_selection": "usefulness"}),
+    # The hierarchical estimator keeps each prompt's record itself (no 'history' group), ranks by usefulness and
+    # explores by its own uncertainty (README, estimator table).
+    "DEPO-hier": ("DEPO", {"depo_estimator": "hierarchical", "depo_features": ["length", "embedding"],
+                           "depo_selection": "usefulness", "depo_exploration": 0.0}),
+    "DEPO-answer-K8-w2-hier": ("DEPO", {"depo_estimator": "hierarchical",
+                                        "depo_features": ["length", "embedding", "answer_likelihood"],
+                                        "depo_selection": "usefulness", "depo_exploration": 0.0,
+                                        "depo_candidate_multiplier": 8, "depo_warmup_steps": 2}),
 }
 DEFAULT_METHODS = ("GRPO", "DS", "GRESO", "MoPPS", "DEPO", "DEPO-best", "DEPO-answer-K8", "DEPO-answer-K8-w2")
 QUICK_METHODS = ("GRPO", "DS", "GRESO", "MoPPS", "DEPO")

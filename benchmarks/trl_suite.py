@@ -112,35 +112,13 @@ def bridge_version_gap(testing_utils: Path) -> list[str]:
     return missing
 
 
-def tool_tokenizer():
-    """A character tokenizer with Qwen3's chat template and tool-call tokens, so TRL parses tool calls."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-    from trl.chat_template_utils import qwen3_chat_template
-
-    from depo_trl.tiny import ALPHABET
-
-    specials = ["<|endoftext|>", "<unk>", "<|im_start|>", "<|im_end|>"]
-    markup = ["<tool_call>", "</tool_call>", "<think>", "</think>", "<tool_response>", "</tool_response>"]
-    vocab = {t: i for i, t in enumerate(specials + markup + list(dict.fromkeys(ALPHABET)))}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    core.decoder = decoders.Fuse()
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<|endoftext|>", unk_token="<unk>",
-                                  eos_token="<|im_end|>", additional_special_tokens=["<|im_start|>"])
-    tok.add_tokens(markup)
-    tok.chat_template = qwen3_chat_template
-    tok.padding_side = "left"
-    return tok
-
-
 def build_standins(root: Path) -> list[str]:
     """Tiny models and the zen dataset, saved under the hub ids TRL's GRPO tests load (relative to ``root``)."""
     import torch
     from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, LlamaConfig, Qwen2Config,
                               Qwen3Config, Qwen3MoeConfig)
 
-    from depo_trl.tiny import build_tokenizer
+    from depo_trl.tiny import build_tokenizer, build_tool_tokenizer
 
     base = root / "trl-internal-testing"
     zen = base / "zen"
@@ -167,7 +145,7 @@ def build_standins(root: Path) -> list[str]:
         built.append(f"trl-internal-testing/{name}")
 
     torch.manual_seed(0)
-    chatml, tools = build_tokenizer(), tool_tokenizer()
+    chatml, tools = build_tokenizer(), build_tool_tokenizer()
     save("tiny-Qwen2ForCausalLM-2.5",
          AutoModelForCausalLM.from_config(small(Qwen2Config, chatml, tie_word_embeddings=True)), chatml)
     save("tiny-Qwen2ForSequenceClassification-2.5",

@@ -38,6 +38,26 @@ def build_tokenizer():
     return tokenizer
 
 
+def build_tool_tokenizer():
+    """A character tokenizer with Qwen3's chat template and tool-call tokens, so TRL parses tool calls."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    from trl.chat_template_utils import qwen3_chat_template
+
+    specials = ["<|endoftext|>", "<unk>", "<|im_start|>", "<|im_end|>"]
+    markup = ["<tool_call>", "</tool_call>", "<think>", "</think>", "<tool_response>", "</tool_response>"]
+    vocab = {t: i for i, t in enumerate(specials + markup + list(dict.fromkeys(ALPHABET)))}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<|endoftext|>", unk_token="<unk>",
+                                  eos_token="<|im_end|>", additional_special_tokens=["<|im_start|>"])
+    tok.add_tokens(markup)
+    tok.chat_template = qwen3_chat_template
+    tok.padding_side = "left"
+    return tok
+
+
 def build_model(tokenizer=None, hidden_size: int = 32, num_layers: int = 2, seed: int = 0):
     """A randomly initialised (seeded) 2-layer Qwen2 causal LM sized for ``tokenizer``."""
     import torch

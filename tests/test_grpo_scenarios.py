@@ -681,24 +681,9 @@ def multiply_tool(a: int, b: int) -> int:
 @pytest.fixture(scope="module")
 def tool_tokenizer():
     """A character tokenizer with Qwen3's chat template and tool-call tokens, so TRL parses tool calls."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-    from trl.chat_template_utils import qwen3_chat_template
+    from depo_trl.tiny import build_tool_tokenizer
 
-    from depo_trl.tiny import ALPHABET
-
-    specials = ["<|endoftext|>", "<unk>", "<|im_start|>", "<|im_end|>"]
-    markup = ["<tool_call>", "</tool_call>", "<think>", "</think>", "<tool_response>", "</tool_response>"]
-    vocab = {t: i for i, t in enumerate(specials + markup + list(dict.fromkeys(ALPHABET)))}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    core.decoder = decoders.Fuse()
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<|endoftext|>", unk_token="<unk>",
-                                  eos_token="<|im_end|>", additional_special_tokens=["<|im_start|>"])
-    tok.add_tokens(markup)
-    tok.chat_template = qwen3_chat_template
-    tok.padding_side = "left"
-    return tok
+    return build_tool_tokenizer()
 
 
 def _tool_generate(tok, first_call_texts, n_first):

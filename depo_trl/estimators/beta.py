@@ -29,6 +29,14 @@ import numpy as np
 from .base import PassRateEstimator
 
 
+FORGETTING_UNITS = ("round", "observation")
+
+
+def check_forgetting_unit(unit: str) -> None:
+    if unit not in FORGETTING_UNITS:
+        raise ValueError(f"forgetting_unit must be one of {list(FORGETTING_UNITS)}, got {unit!r}.")
+
+
 def _keyed_rows(X, passes, trials, keys):
     """Validate a labelled batch like ``check_labels`` and keep ``keys`` aligned with the surviving rows."""
     if hasattr(X, "tocsr") and not isinstance(X, np.ndarray):  # sparse features: only row validity matters here
@@ -80,7 +88,7 @@ class BetaPassRateEstimator(PassRateEstimator):
     keeps_prompt_record = True
     accepts_sparse = True  # the features are ignored
 
-    FORGETTING_UNITS = ("round", "observation")
+    FORGETTING_UNITS = FORGETTING_UNITS
 
     def __init__(
         self,
@@ -90,10 +98,7 @@ class BetaPassRateEstimator(PassRateEstimator):
         max_prompts: int = 1_000_000,
         forgetting_unit: str = "round",
     ):
-        if forgetting_unit not in self.FORGETTING_UNITS:
-            raise ValueError(
-                f"forgetting_unit must be one of {list(self.FORGETTING_UNITS)}, got {forgetting_unit!r}."
-            )
+        check_forgetting_unit(forgetting_unit)
         if prior_alpha <= 0 or prior_beta <= 0:
             raise ValueError(f"prior_alpha and prior_beta must be > 0, got {prior_alpha} and {prior_beta}.")
         if not 0 < forgetting <= 1:

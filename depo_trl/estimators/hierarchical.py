@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from .base import PassRateEstimator
-from .beta import BetaPassRateEstimator
+from .beta import BetaPassRateEstimator, check_forgetting_unit
 
 _TINY = 1e-9
 
@@ -176,11 +176,7 @@ class HierarchicalPassRateEstimator(PassRateEstimator):
         max_prompts: int = 1_000_000,
         forgetting_unit: str = "observation",
     ):
-        if forgetting_unit not in BetaPassRateEstimator.FORGETTING_UNITS:
-            raise ValueError(
-                f"forgetting_unit must be one of {list(BetaPassRateEstimator.FORGETTING_UNITS)}, got "
-                f"{forgetting_unit!r}."
-            )
+        check_forgetting_unit(forgetting_unit)
         if l2 < 0:
             raise ValueError(f"l2 must be >= 0, got {l2}.")
         if window < 1:
