@@ -269,8 +269,12 @@ def _verdict(t: dict) -> str:
             f"{'yes' if v['best_pearson_r'] >= TARGET_R else 'no'}, above the baseline "
             f"{'yes' if v['above_baseline'] else 'no'})"
         )
+    met = [INPUTS[name] for name, v in t["inputs"].items() if v["met"]]
+    missed = [INPUTS[name] for name, v in t["inputs"].items() if not v["met"]]
+    status = ("met on every input" if not missed else "not met on any input" if not met
+              else f"met on {', '.join(met)}; not met on {', '.join(missed)}")
     return (f"**Target (best DEPO estimator r >= {TARGET_R} and above TF-IDF + ridge on the same input): "
-            f"{'met' if t['met'] else 'not met'}** — " + "; ".join(parts) + ".")
+            f"{status}** — " + "; ".join(parts) + ".")
 
 
 def _docs_body(payload: dict, table: str, plot_path: Path, docs_path: Path) -> str:
@@ -397,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                                            featurizers)
                 entry.update(info)
                 entry.update(evaluate(pred, true_p, labels, args.seed))
-                if entry["constant_prediction"]:
+                if entry["constant_prediction"] and input_name == next(iter(INPUTS)):  # once, not per input
                     notes.append(
                         f"DEPO {name} predicts one value for every unseen prompt ({entry['mean_prediction']:.3f}): "
                         "it uses no content features (history only), so r and AUC are undefined and its top-30% "
