@@ -11,7 +11,10 @@ and runs ``tests/test_grpo_trainer.py`` three times in the same environment:
    2, so DEPO filters from the first step) / ``DEPOTrainer``.
 3. ``depo-defaults``: the same with DEPO's defaults (10 warm-up steps, multiplier 4).
 
-Activation checkpointing is switched off in all three (it only costs time on tiny CPU models). The report lists
+Activation checkpointing is switched off in all three (it only costs time on tiny CPU models). TRL's tool and
+environment tests need ``jmespath`` (``pip install jmespath``; they skip without it), and those that train patch
+``generate`` to return hard-coded Qwen3 token ids, which the stand-ins' character tokenizer cannot decode: they fail
+for ``GRPOTrainer`` too here, and ``tests/test_grpo_scenarios.py`` runs DEPO's own versions of them. The report lists
 every test that passes with ``GRPOTrainer`` and fails with ``DEPOTrainer``, with its error, and writes JSON plus a
 section of ``docs/benchmarks.md``. TRL's test file is read and run, never copied into this repository.
 
@@ -244,7 +247,11 @@ def docs_body(payload: dict, table: str) -> str:
         "(DEPO filters from the first step); `depo-defaults`: DEPO's defaults. Tests that fail for `GRPOTrainer` "
         f"too ({reference['failed']} here) need what this machine lacks (a GPU, vLLM, liger, bitsandbytes, the "
         "hub models without a stand-in, vision models) or differ between TRL's newest test file and the installed "
-        "release; they say nothing about DEPO.",
+        "release; they say nothing about DEPO. Among them are TRL's tool and environment training tests (run with `jmespath` "
+        "installed, which they need): they patch "
+        "`generate` to return hard-coded Qwen3 token ids that the stand-ins' tokenizer cannot decode (no Qwen "
+        "tokenizer is available offline); `tests/test_grpo_scenarios.py` runs DEPO's own versions of those "
+        "scenarios, with `GRPOTrainer` and `DEPOTrainer`.",
         "",
         table,
         "",
