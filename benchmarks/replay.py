@@ -314,7 +314,7 @@ def build_methods(data: ReplayData, args) -> tuple[dict[str, Callable[[], Select
                 feature_options=options,
             )
             info[key] = {
-                "label": f"DEPO {est} / {pol_name}" + ("" if exploration == args.exploration else f", exploration {exploration:g}"),
+                "label": _depo_label(est, pol_name, exploration, args),
                 "exploration": exploration,
                 "kind": "depo",
                 "estimator": est,
@@ -331,6 +331,11 @@ def build_methods(data: ReplayData, args) -> tuple[dict[str, Callable[[], Select
     methods["oracle"] = lambda: OracleSelector(n, GROUP_SIZE)
     info["oracle"] = {"label": "oracle (knows the outcome)", "kind": "oracle"}
     return methods, info, notes
+
+
+def _depo_label(estimator: str, policy: str, exploration: float, args) -> str:
+    """A DEPO method's row label; the exploration share is named only when it differs from the run's."""
+    return f"DEPO {estimator} / {policy}" + ("" if exploration == args.exploration else f", exploration {exploration:g}")
 
 
 def _add_offline_prior_methods(methods: dict, info: dict, data: ReplayData, args) -> None:
@@ -365,8 +370,7 @@ def _add_offline_prior_methods(methods: dict, info: dict, data: ReplayData, args
             n, GROUP_SIZE, est, pol, features, data.texts, args.band_low, args.band_high, exploration,
             args.revisit_after, estimator_kwargs=args.estimator_kwargs, feature_options=options, metadata=column)
         info[key] = {
-            "label": f"DEPO {est} / {pol}" + ("" if exploration == args.exploration else f", exploration {exploration:g}")
-            + " + offline pass rate",
+            "label": _depo_label(est, pol, exploration, args) + " + offline pass rate",
             "exploration": exploration, "kind": "depo", "estimator": est, "policy": pol, "features": features,
             "feature_options": options, "offline_prior": True,
         }

@@ -88,8 +88,6 @@ class BetaPassRateEstimator(PassRateEstimator):
     keeps_prompt_record = True
     accepts_sparse = True  # the features are ignored
 
-    FORGETTING_UNITS = FORGETTING_UNITS
-
     def __init__(
         self,
         prior_alpha: float = 1.0,

@@ -146,16 +146,16 @@ class HierarchicalPassRateEstimator(PassRateEstimator):
             (``"round"``: a skipped prompt drifts back to its content prior); see ``BetaPassRateEstimator``.
         prior_strength (`float` or `"auto"`, defaults to `2.0`): ``kappa``, the content prior's weight in
             pseudo-trials; ``"auto"`` fits it by marginal likelihood on out-of-sample predictions.
-
-    The defaults of ``forgetting``, ``forgetting_unit`` and ``prior_strength`` were chosen on one random half of
-    the replay benchmark's prompts (a grid of 16) and checked on the other half: useful share at a 40% budget
-    0.846 there, against 0.835 for the previous defaults (0.9 per round, kappa 1) and 0.820 for MoPPS. The latest
-    groups of a prompt say most about its next one, and a prompt's status barely changes while it is skipped.
         kappa_range (`tuple`, defaults to `(0.5, 200.0)`): search range of the automatic prior strength.
         initial_prior_strength (`float`, defaults to `2.0`): ``kappa`` before it can be fitted.
         prior_pass_rate (`float`, defaults to `0.5`): the content prediction before any label.
         max_iter (`int`, defaults to `300`): most L-BFGS iterations per refit (warm-started refits stop far sooner).
         max_prompts (`int`, defaults to `1000000`): prompts whose record is remembered.
+
+    The defaults of ``forgetting``, ``forgetting_unit`` and ``prior_strength`` were chosen on one random half of
+    the replay benchmark's prompts (a grid of 16) and checked on the other half: useful share at a 40% budget
+    0.846 there, against 0.835 for the previous defaults (0.9 per round, kappa 1) and 0.820 for MoPPS. The latest
+    groups of a prompt say most about its next one, and a prompt's status barely changes while it is skipped.
     """
 
     name = "hierarchical"
