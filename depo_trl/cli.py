@@ -40,11 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     if command == "report":
         from . import report
 
-        return report.run(report.make_parser(argparse.ArgumentParser(prog="depo-trl report")).parse_args(rest))
+        parser = argparse.ArgumentParser(prog="depo-trl report", allow_abbrev=False)  # exact flags only
+        return report.run(report.make_parser(parser).parse_args(rest))
     if command == "route":
         from . import route
 
-        return route.run(route.make_parser(argparse.ArgumentParser(prog="depo-trl route")).parse_args(rest))
+        parser = argparse.ArgumentParser(prog="depo-trl route", allow_abbrev=False)
+        return route.run(route.make_parser(parser).parse_args(rest))
     print(f"depo-trl: error: unknown command {command!r}; use 'train', 'report' or 'route'.\n\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -5,19 +5,22 @@ per step. ``DEPOConsole`` replaces it for the console only; every metric still r
 ``trainer_state.json`` (the ``depo-trl report`` input), because those are fed by the trainer's own ``log()``, not by
 this callback. Every ``every`` optimizer steps it writes one line over the logged windows since the last line::
 
-    [DEPO] step 10/40 | reward 0.41 | rolled out 4/16 | useful 75% | pass rate pred 0.47 obs 0.41 | completions 320, saved ~96 | 12.3 s/step
+    [DEPO] step 10/40 | reward 0.41 | rolled out 4/16 | useful 75% | pass rate pred 0.47 obs 0.41 | completions 320, saved ~96 vs warm-up's 60% useful | 12.3 s/step
 
-- *rolled out / scored*: prompts rolled out per generation round / candidate prompts scored per round;
+- *rolled out / scored*: prompts rolled out / candidate prompts scored per generation round, over the line's
+  filtering rounds only (over its warm-up rounds when it has no filtering round: then both are GRPO's batch);
 - *useful*: share of rolled-out groups with 0 < passes < G (the groups GRPO learns from);
 - *pass rate pred / obs*: mean predicted vs observed pass rate of the rolled-out prompts (calibration at a glance);
-- *completions N, saved ~M*: completions generated so far, and how many fewer than uniform sampling would have
-  needed for the same number of useful groups, at the useful share observed during warm-up (when DEPO does not
-  filter, so the batch is GRPO's uniform draw). During warm-up there is no reference yet; the policy changes
-  later, so the figure is a reference, not a counterfactual (``depo-trl report`` says the same).
+- *completions N, saved ~M vs warm-up's R useful*: completions generated so far, and how many fewer than uniform
+  sampling would have needed for the same number of useful groups if its useful share were R, the share observed
+  in the warm-up rounds (when DEPO does not filter, so the batch is GRPO's uniform draw). Shown once the run has
+  both warm-up and filtering rounds; the policy changes after warm-up, so it is a reference, not a counterfactual,
+  and the summary table states how many warm-up groups it rests on.
 
-Evaluation logs give one ``[eval]`` line. At the end of training it prints a summary table: totals (exact, from
-the trainer's DEPO statistics when it is given the trainer, else estimated from the logged means), reward and
-held-out reward at the first and last logged windows, and seconds per step.
+Evaluation logs give one ``[eval]`` line. At the end of training it prints one summary table: totals (exact, from
+the trainer's DEPO statistics when it is given the trainer, else estimated from the logged means), the reference
+and its size, reward and held-out reward at the first and last logged windows, and wall time with seconds per step
+in warm-up and in filtering rounds (DEPO's scoring costs time as well as saving completions).
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ class DEPOConsole(ProgressCallback):
         self._last_line_step = 0
         self._line_time = None
         self._start_time = None
+        self._log_time = None
         self.lines: list[str] = []  # everything written, for tests and notebooks
 
     # ------------------------------------------------------------------ output
@@ -86,7 +90,7 @@ class DEPOConsole(ProgressCallback):
             super().on_train_begin(args, state, control, **kwargs)
         else:
             self.training_bar, self.current_step = None, 0
-        self._start_time = self._line_time = time.perf_counter()
+        self._start_time = self._line_time = self._log_time = time.perf_counter()
         self._last_logged_step = self._last_line_step = state.global_step
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -103,7 +107,10 @@ class DEPOConsole(ProgressCallback):
             return
         if "train_runtime" in logs or not any(k.startswith("depo/") or k == REWARD_KEY for k in logs):
             return  # the end-of-training summary dict, or a log this console has nothing to say about
-        window = {**logs, "_step": state.global_step, "_steps": max(state.global_step - self._last_logged_step, 1)}
+        now = time.perf_counter()
+        window = {**logs, "_step": state.global_step, "_steps": max(state.global_step - self._last_logged_step, 1),
+                  "_seconds": now - (self._log_time or now)}
+        self._log_time = now
         self._last_logged_step = state.global_step
         self.windows.append(window)
         self._pending.append(window)
@@ -125,16 +132,20 @@ class DEPOConsole(ProgressCallback):
         seconds = (now - self._line_time) / max(steps, 1)
         self._line_time = now
         warm = _mean(w, "depo/warmup")
+        # Per-round counts differ between warm-up (U of U) and filtering (U of K x U): never average the two.
+        filtering = _filtering(w)
+        rounds = filtering or _warmup(w) or w
         parts = [
             f"[DEPO] step {state.global_step}/{state.max_steps}" + (" (warm-up)" if warm >= 0.5 else ""),
             f"reward {_fmt(_mean(w, REWARD_KEY))}",
-            f"rolled out {_fmt(_mean(w, 'depo/prompts_rolled_out'), '.0f')}/"
-            f"{_fmt(_mean(w, 'depo/candidates_scored'), '.0f')}",
+            f"rolled out {_fmt(_mean(rounds, 'depo/prompts_rolled_out'), '.0f')}/"
+            f"{_fmt(_mean(rounds, 'depo/candidates_scored'), '.0f')}",
             f"useful {_fmt(_mean(w, 'depo/useful_group_share'), '.0%')}",
             f"pass rate pred {_fmt(_mean(w, 'depo/predicted_pass_rate'))} obs {_fmt(_mean(w, 'depo/observed_pass_rate'))}",
         ]
         generated, saved = self.completions(args)
-        parts.append(f"completions {generated:.0f}" + (f", saved ~{saved:.0f}" if math.isfinite(saved) else ""))
+        reference = f" vs warm-up's {self.uniform_reference():.0%} useful" if math.isfinite(saved) else ""
+        parts.append(f"completions {generated:.0f}" + (f", saved ~{saved:.0f}{reference}" if math.isfinite(saved) else ""))
         parts.append(f"{seconds:.1f} s/step")
         return " | ".join(parts)
 
@@ -171,16 +182,19 @@ class DEPOConsole(ProgressCallback):
 
     def uniform_reference(self) -> float:
         """Useful-group share over the logged windows made only of warm-up (unfiltered, uniform) rounds."""
-        warm = [w for w in self.windows if w.get("depo/warmup", 0.0) >= 0.999]
-        return _mean(warm, "depo/useful_group_share")
+        return _mean(_warmup(self.windows), "depo/useful_group_share")
+
+    def uniform_reference_groups(self, args) -> float:
+        """How many rolled-out groups the warm-up reference rests on (its size)."""
+        rounds = self._rounds_per_step(args)
+        return sum(w.get("depo/prompts_rolled_out", 0.0) * w["_steps"] * rounds for w in _warmup(self.windows))
 
     def completions(self, args) -> tuple[float, float]:
         """(completions generated so far, completions saved vs uniform at the warm-up useful share; NaN if none)."""
         t = self.totals(args)
         generated = float(t.get("completions_generated", 0.0))
         reference = self.uniform_reference()
-        after_warmup = any(w.get("depo/warmup", 1.0) <= 0.001 for w in self.windows)
-        if not (after_warmup and math.isfinite(reference) and reference > 0):
+        if not (_filtering(self.windows) and math.isfinite(reference) and reference > 0):
             return generated, float("nan")
         return generated, t.get("useful_groups", 0.0) / reference * args.num_generations - generated
 
@@ -204,9 +218,9 @@ class DEPOConsole(ProgressCallback):
                          f"{reasons.get('too_easy', 0)} / {reasons.get('too_hard', 0)} / {reasons.get('in_band_not_needed', 0)}"))
         rows += [
             ("useful groups (0 < passes < G)", f"{float(t.get('useful_groups', 0)):.0f} ({_fmt(t.get('useful_groups', 0) / labelled, '.0%')})"),
-            ("uniform reference (warm-up)", f"{_fmt(self.uniform_reference(), '.0%')} useful"),
+            ("uniform reference: warm-up useful", self._reference_text(args)),
             ("completions generated", f"{generated:.0f}"),
-            ("completions saved vs uniform", "n/a (no warm-up reference)" if not math.isfinite(saved) else f"~{saved:.0f}"),
+            ("completions saved vs that reference", self._saved_text(saved)),
             (f"reward, first -> last {k} window" + ("s" if k > 1 else ""), f"{_fmt(_mean(first, REWARD_KEY))} -> {_fmt(_mean(last, REWARD_KEY))}"),
         ]
         if self.eval_windows:
@@ -215,7 +229,7 @@ class DEPOConsole(ProgressCallback):
                          f"{_fmt(self.eval_windows[-1].get(EVAL_REWARD_KEY, float('nan')), '.3f')}"))
         rows += [
             ("pass rate pred / obs (after warm-up)", self._calibration()),
-            ("seconds per step", f"{elapsed / steps_done:.1f}"),
+            ("wall time", f"{elapsed:.1f} s ({elapsed / steps_done:.2f} s/step; {self._step_times()})"),
         ]
         width = max(len(name) for name, _ in rows)
         source = "exact totals" if t.get("exact") else "totals estimated from logged means"
@@ -223,17 +237,58 @@ class DEPOConsole(ProgressCallback):
         lines += [f"  {name:<{width}}  {value}" for name, value in rows]
         return "\n".join(lines)
 
+    def _reference_text(self, args) -> str:
+        warm = _warmup(self.windows)
+        if not warm:
+            return "n/a (no warm-up round: depo_warmup_steps=0 or not logged)"
+        steps = sum(w["_steps"] for w in warm)
+        return (f"{_fmt(self.uniform_reference(), '.0%')} of {self.uniform_reference_groups(args):.0f} groups "
+                f"({steps} warm-up step{'s' if steps != 1 else ''})")
+
+    def _saved_text(self, saved: float) -> str:
+        if math.isfinite(saved):
+            return f"~{saved:.0f} (a reference, not a counterfactual: the policy changes after warm-up)"
+        if not _filtering(self.windows):
+            return "n/a (no filtering round: every round was warm-up)"
+        return "n/a (no warm-up reference)"
+
+    def _step_times(self) -> str:
+        """Seconds per step in warm-up windows and in filtering windows (scoring costs time too)."""
+        parts = []
+        for name, windows in (("warm-up", _warmup(self.windows)), ("filtering", _filtering(self.windows))):
+            steps = sum(w["_steps"] for w in windows)
+            if steps:
+                parts.append(f"{name} {sum(w.get('_seconds', 0.0) for w in windows) / steps:.2f}")
+        return " s/step, ".join(parts) + " s/step" if parts else "no rounds logged"
+
     def _calibration(self) -> str:
         filtered = [w for w in self.windows if w.get("depo/warmup", 1.0) <= 0.001]
         return f"{_fmt(_mean(filtered, 'depo/predicted_pass_rate'))} / {_fmt(_mean(filtered, 'depo/observed_pass_rate'))}"
 
 
+def _warmup(windows: list[dict]) -> list[dict]:
+    """Logged windows made only of warm-up rounds (unfiltered: GRPO's own batch)."""
+    return [w for w in windows if w.get("depo/warmup", 0.0) >= 0.999]
+
+
+def _filtering(windows: list[dict]) -> list[dict]:
+    """Logged windows made only of filtering rounds."""
+    return [w for w in windows if w.get("depo/warmup", 1.0) <= 0.001]
+
+
 def use_depo_console(trainer, every: int = 5) -> DEPOConsole:
-    """Replace the trainer's full-dict console printing (progress or printer callback) with a ``DEPOConsole``."""
+    """Replace the trainer's full-dict console printing (progress or printer callback) with a ``DEPOConsole``.
+
+    ``DEPOTrainer`` does this itself with ``depo_console="depo"`` (the default); call it to change ``every`` later or
+    to give a ``GRPOTrainer``-like trainer the same console."""
     from transformers.trainer import DEFAULT_PROGRESS_CALLBACK
 
     for callback in {ProgressCallback, PrinterCallback, DEFAULT_PROGRESS_CALLBACK}:
         trainer.remove_callback(callback)
+    for callback in [cb for cb in trainer.callback_handler.callbacks if isinstance(cb, DEPOConsole)]:
+        trainer.remove_callback(callback)  # called again (DEPOTrainer installs one by default): replace it
     console = DEPOConsole(every=every, trainer=trainer)
     trainer.add_callback(console)
+    if hasattr(trainer, "depo_console"):
+        trainer.depo_console = console
     return console

@@ -112,6 +112,14 @@ class DEPOConfig(GRPOConfig):
             `<output_dir>/depo_decisions.jsonl`.
         depo_audit_max_mb (`float`, *optional*, defaults to `64`):
             Size at which the decision log is rotated (one previous file is kept).
+        depo_console (`str`, *optional*, defaults to `"depo"`):
+            What the console shows during training. `"depo"`: the progress bar, one compact DEPO line every
+            `depo_console_every` steps and one summary table at the end (`depo_trl.console.DEPOConsole`). `"trl"`:
+            TRL's own console (every logged dict in full). Either way every metric reaches `report_to` and
+            `trainer_state.json`.
+        depo_console_every (`int`, *optional*, defaults to `5`):
+            Optimizer steps between two DEPO console lines (a line needs a logged window: keep `logging_steps` at or
+            below it).
     """
 
     _VALID_DICT_FIELDS = GRPOConfig._VALID_DICT_FIELDS + ["depo_estimator_kwargs", "depo_feature_options"]
@@ -208,6 +216,19 @@ class DEPOConfig(GRPOConfig):
         default=64.0, metadata={"help": "Size in MiB at which the decision log is rotated (one old file kept)."}
     )
 
+    depo_console: str = field(
+        default="depo",
+        metadata={
+            "help": "Console during training: 'depo' (progress bar, one compact DEPO line every depo_console_every "
+            "steps, one summary table at the end) or 'trl' (TRL's full per-step dicts). Metrics reach report_to and "
+            "trainer_state.json either way.",
+            "choices": ["depo", "trl"],
+        },
+    )
+    depo_console_every: int = field(
+        default=5, metadata={"help": "Optimizer steps between two DEPO console lines (depo_console='depo')."}
+    )
+
     def __post_init__(self):
         super().__post_init__()
         if isinstance(self.depo_features, str):  # "length,history" from a command line
@@ -301,3 +322,8 @@ class DEPOConfig(GRPOConfig):
             fail(f"depo_audit_max_mb must be > 0, got {self.depo_audit_max_mb!r}.", "Use e.g. 64.")
         if self.depo_history_max_prompts < 1:
             fail(f"depo_history_max_prompts must be >= 1, got {self.depo_history_max_prompts}.", "Use e.g. 1000000.")
+        if self.depo_console not in ("depo", "trl"):
+            fail(f"depo_console={self.depo_console!r}: choose one of ['depo', 'trl'].",
+                 "'depo' prints one compact line every few steps, 'trl' TRL's full per-step dicts.")
+        if not isinstance(self.depo_console_every, int) or self.depo_console_every < 1:
+            fail(f"depo_console_every={self.depo_console_every!r}: print every N >= 1 steps.", "Use e.g. 5.")

@@ -56,6 +56,7 @@ from .features import EmbeddingCache, Featurizer
 from .history import PromptHistory, prompt_key
 from .selection import REASON_BAND, Selection
 from .state import load_state, save_state
+from .usability import IndexRecorder, checked_reward_funcs, cpu_hint, resolve_tiny_model
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +137,10 @@ class DEPOTrainer(GRPOTrainer):
                 "Build one with the same fields: DEPOConfig(**your_grpo_args.to_dict()), plus any depo_* fields."
             )
         environment_owns_data = kwargs.get("train_dataset", pos[0] if pos else None) is None
+        if len(pos) < 3:  # model="depo-tiny" works in Python as in recipes (processing_class is the 6th argument)
+            model, tokenizer = resolve_tiny_model(model, kwargs.get("processing_class"), args.seed)
+            if tokenizer is not None:
+                kwargs["processing_class"] = tokenizer
         # TRL validates its own arguments first (so a user gets GRPOTrainer's messages); its warnings are re-issued
         # at the user's line, as GRPOTrainer's would be.
         with at_user_code():
@@ -181,6 +186,15 @@ class DEPOTrainer(GRPOTrainer):
         self.depo_load_switch = LoadSwitch()
         self.add_callback(_LoadSwitchCallback(self))
         self._check_embedding_adapter()
+        self._depo_index_recorder: IndexRecorder | None = None  # set with the train sampler (warm-up row indices)
+        hint = cpu_hint(args, self.accelerator.device.type, torch.get_num_threads())
+        if hint is not None:
+            warn_user(hint)
+        self.depo_console = None
+        if args.depo_console == "depo":  # TRL's per-step dicts with depo_console="trl"
+            from .console import use_depo_console
+
+            self.depo_console = use_depo_console(self, every=args.depo_console_every)
 
     # The engine's parts, under the names the trainer has always exposed.
     @property
@@ -229,6 +243,15 @@ class DEPOTrainer(GRPOTrainer):
                 "'prompt' column; rename yours, e.g. dataset.rename_column('question', 'prompt')."
             )
         if _is_map_style(dataset) and len(dataset) < pool:  # a stream is checked when it is read
+            if len(dataset) < unique_per_round:
+                raise ValueError(
+                    f"The train_dataset has {len(dataset)} prompts, fewer than the {unique_per_round} prompts one "
+                    f"generation round rolls out (generation_batch_size {args.generation_batch_size} / "
+                    f"num_generations {args.num_generations}); TRL's sampler drops an incomplete round, so training "
+                    f"would run 0 steps. Add prompts (at least {unique_per_round}; {pool} for DEPO's full candidate "
+                    "pool), or lower per_device_train_batch_size (or raise num_generations) so that a round needs no "
+                    f"more than {len(dataset)} prompts."
+                )
             if len(dataset) <= unique_per_round:
                 return pool, (
                     f"the train_dataset has {len(dataset)} prompts, no more than the {unique_per_round} that one "
@@ -319,10 +342,17 @@ class DEPOTrainer(GRPOTrainer):
     def _get_train_sampler(self, dataset=None):
         sampler = super()._get_train_sampler(dataset)
         rounds = self.depo_rounds_per_epoch
-        if rounds is None:
-            return sampler
         per_round = self.args.generation_batch_size * self.num_iterations * self.args.steps_per_generation
-        return EpochOfRounds(sampler, rounds * per_round)
+        if rounds is not None:
+            sampler = EpochOfRounds(sampler, rounds * per_round)
+        if not (_is_map_style(self.train_dataset) and self.args.depo_audit_log and self.accelerator.is_main_process):
+            return sampler
+        # Remember what the sampler yields, so warm-up rounds (TRL's own batches) log their dataset indices.
+        self._depo_index_recorder = IndexRecorder(
+            sampler, self.args.generation_batch_size, self.num_iterations * self.args.steps_per_generation,
+            self.num_generations,
+        )
+        return self._depo_index_recorder
 
     def get_train_dataloader(self):
         if self.depo_rounds_per_epoch is None:
@@ -349,7 +379,12 @@ class DEPOTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ TRL hooks
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        # Each reward's output is checked as it returns, so a reward returning strings is named with the fix.
+        funcs, self.reward_funcs = self.reward_funcs, checked_reward_funcs(self.reward_funcs, self.reward_func_names)
+        try:
+            rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        finally:
+            self.reward_funcs = funcs
         if self._depo_capture:
             self._depo_rewards = rewards.detach().float().cpu()
         return rewards
@@ -388,7 +423,12 @@ class DEPOTrainer(GRPOTrainer):
         plan, local_inputs = self._plan_round(inputs)
         self._depo_capture, self._depo_rewards = True, None
         try:
-            output = super()._generate_and_score_completions(local_inputs)
+            with warnings.catch_warnings():
+                # TRL's generation reads transformers' deprecated `is_gradient_checkpointing`; the FutureWarning is
+                # nothing a user can act on and landed inside the progress bar three times per run.
+                warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                                        category=FutureWarning)
+                output = super()._generate_and_score_completions(local_inputs)
         finally:
             self._depo_capture = False
         if self.args.depo_mask_zero_variance and self._depo_rewards is not None:
@@ -517,7 +557,10 @@ class DEPOTrainer(GRPOTrainer):
             keep_all = Selection(indices=np.arange(len(prompts)), reasons=[REASON_BAND] * len(prompts), in_band=in_band)
             if isinstance(self.depo_candidates, CandidateStream):  # warm-up rollouts count toward the walk's pass
                 self._count_rollouts(scores.keys, [self.depo_candidates.epoch] * len(prompts))
-            return _Round(scores, None, keep_all, True, embed_seconds), self._trl_rows(inputs)
+            indices = self._warmup_indices(scores.keys)
+            return _Round(scores, indices, keep_all, True, embed_seconds), self._trl_rows(inputs)
+        if self._depo_index_recorder is not None:
+            self._depo_index_recorder.active = False  # DEPO's own draw knows its indices from here on
 
         n_select = self.args.generation_batch_size // group
         if isinstance(self.depo_candidates, CandidateStream):
@@ -541,6 +584,20 @@ class DEPOTrainer(GRPOTrainer):
         per_rank = len(global_rows) // self.accelerator.num_processes
         start = self.accelerator.process_index * per_rank
         return plan, global_rows[start : start + per_rank]
+
+    def _warmup_indices(self, keys: np.ndarray) -> np.ndarray | None:
+        """Dataset indices of a warm-up round's prompts, read from TRL's sampler (None when they cannot be known,
+        e.g. a streaming dataset). Each recorded round is checked against the prompts actually rolled out; rounds
+        the sampler yielded but training skipped (resume fast-forwards the dataloader) are passed over."""
+        recorder = self._depo_index_recorder
+        while recorder is not None:
+            indices = recorder.take_round()
+            if indices is None or len(indices) != len(keys):
+                return None
+            rows = [self.train_dataset[int(i)] for i in indices]
+            if all(prompt_key(self._candidate_prompt(row)) == int(k) for row, k in zip(rows, keys)):
+                return np.asarray(indices, dtype=np.int64)
+        return None
 
     def _select(self, scores: Scores, n_select: int) -> Selection:
         """Rank 0 picks (only it draws from the selection RNG, whose state is the one checkpointed); the pick is

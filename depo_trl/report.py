@@ -407,7 +407,9 @@ def write_report(output_dir: str, report_dir: str | None = None) -> dict[str, st
 
 
 def make_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="depo-trl report", description=__doc__.split("\n\n")[0])
+    parser = parser or argparse.ArgumentParser(
+        prog="depo-trl report", allow_abbrev=False, description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("output_dir", help="the run's output_dir (holds trainer_state.json or checkpoint-*)")
     parser.add_argument("--out", default=None, help=f"where to write (default: <output_dir>/{REPORT_DIR})")
     return parser

@@ -313,7 +313,9 @@ def write_routing(routing: Routing, path: str) -> None:
 
 # ------------------------------------------------------------------------------------------------ command line
 def make_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="depo-trl route", description=__doc__.split("\n\n")[0])
+    parser = parser or argparse.ArgumentParser(
+        prog="depo-trl route", allow_abbrev=False, description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("run_dir", help="a DEPO run's output_dir, or one of its checkpoint-N folders")
     parser.add_argument("--prompts", required=True, help="JSONL of prompt rows ({'prompt': ...}) or a .txt of lines")
     parser.add_argument("--tau", type=float, default=0.5,

@@ -32,7 +32,6 @@ from ..depo_config import DEPOConfig
 from .parser import DEPOParser, UnknownArgumentsError
 
 SUMMARY_FILE = "depo_summary.txt"
-CONSOLES = ("depo", "trl")
 
 
 @dataclass
@@ -65,13 +64,6 @@ class DEPOScriptArguments(ScriptArguments):
             With `use_peft`, put LoRA adapters only on these transformer layers (PEFT's `layers_to_transform`;
             negative numbers count from the top, -1 is the last layer). Gradients then flow back only to the lowest
             adapted layer: on a CPU, adapting the top few layers makes the backward pass several times cheaper.
-        depo_console (`str`, *optional*, defaults to `"depo"`):
-            What the console shows during training. `"depo"`: the progress bar, one compact DEPO line every
-            `depo_console_every` steps and a summary table at the end (`depo_trl.console.DEPOConsole`). `"trl"`:
-            TRL's own console (every logged dict in full). Either way every metric goes to `report_to` and
-            `trainer_state.json`.
-        depo_console_every (`int`, *optional*, defaults to `5`):
-            Optimizer steps between two DEPO console lines (with `depo_console: depo`).
     """
 
     reward_funcs: list[str] | None = field(
@@ -107,25 +99,9 @@ class DEPOScriptArguments(ScriptArguments):
         default=None,
         metadata={"help": "LoRA only on these layers (PEFT layers_to_transform; -1 = last layer). Unset: every layer."},
     )
-    depo_console: str = field(
-        default="depo",
-        metadata={
-            "help": "Console during training: 'depo' (progress bar, one compact DEPO line every few steps, summary "
-            "table) or 'trl' (TRL's full per-step dicts). Metrics reach report_to and trainer_state.json either way.",
-            "choices": ["depo", "trl"],
-        },
-    )
-    depo_console_every: int = field(
-        default=5, metadata={"help": "Optimizer steps between two DEPO console lines (depo_console: depo)."}
-    )
-
     def __post_init__(self):
         if hasattr(super(), "__post_init__"):
             super().__post_init__()
-        if self.depo_console not in CONSOLES:
-            raise ValueError(f"depo_console={self.depo_console!r}: choose one of {list(CONSOLES)}.")
-        if self.depo_console_every < 1:
-            raise ValueError(f"depo_console_every={self.depo_console_every}: print every N >= 1 steps.")
 
 
 DATACLASS_TYPES = (DEPOScriptArguments, DEPOConfig, ModelConfig, DatasetMixtureConfig)
@@ -212,10 +188,6 @@ def main(script_args, training_args, model_args, dataset_args):
     )
     config = run_config(training_args, model_args, script_args)
     trainer.add_callback(SaveRunConfigCallback(config))
-    if script_args.depo_console == "depo":
-        from ..console import use_depo_console
-
-        use_depo_console(trainer, every=script_args.depo_console_every)
     trainer.accelerator.print(_describe_plan(trainer))
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
 
@@ -227,9 +199,11 @@ def main(script_args, training_args, model_args, dataset_args):
         save_run_config(config, training_args.output_dir)
         with open(os.path.join(training_args.output_dir, SUMMARY_FILE), "w") as f:
             f.write(summary + "\n")
-    trainer.accelerator.print(summary)
+    if training_args.depo_console != "depo":  # the DEPO console has printed its summary table at the end of training
+        trainer.accelerator.print(summary)
     trainer.accelerator.print(
-        f"Saved to {training_args.output_dir}. Report: python -m depo_trl.cli report {training_args.output_dir}"
+        f"Saved to {training_args.output_dir} (summary: {SUMMARY_FILE}). "
+        f"Report: depo-trl report {training_args.output_dir}"
     )
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)

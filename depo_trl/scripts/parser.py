@@ -21,7 +21,15 @@ class UnknownArgumentsError(ValueError):
 
 
 class DEPOParser(TrlParser):
-    """A ``TrlParser`` for which every key of the YAML file and every flag must belong to one of its dataclasses."""
+    """A ``TrlParser`` for which every key of the YAML file and every flag must belong to one of its dataclasses.
+
+    Flags are exact: argparse's prefix matching is off (``allow_abbrev=False``), so ``--depo_warmup_step 3`` is an
+    unknown key (with ``depo_warmup_steps`` suggested), as it is in a YAML recipe.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def known_keys(self) -> list[str]:
         return sorted({action.dest for action in self._actions if action.dest not in ("help", "config")})
