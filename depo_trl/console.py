@@ -131,12 +131,17 @@ class DEPOConsole(ProgressCallback):
         steps = state.global_step - self._last_line_step
         seconds = (now - self._line_time) / max(steps, 1)
         self._line_time = now
-        warm = _mean(w, "depo/warmup")
         # Per-round counts differ between warm-up (U of U) and filtering (U of K x U): never average the two.
         filtering = _filtering(w)
         rounds = filtering or _warmup(w) or w
+        if not filtering:
+            phase = " (warm-up)"
+        elif len(filtering) < len(w):
+            phase = f" (filtering from step {filtering[0]['_step']})"
+        else:
+            phase = ""
         parts = [
-            f"[DEPO] step {state.global_step}/{state.max_steps}" + (" (warm-up)" if warm >= 0.5 else ""),
+            f"[DEPO] step {state.global_step}/{state.max_steps}{phase}",
             f"reward {_fmt(_mean(w, REWARD_KEY))}",
             f"rolled out {_fmt(_mean(rounds, 'depo/prompts_rolled_out'), '.0f')}/"
             f"{_fmt(_mean(rounds, 'depo/candidates_scored'), '.0f')}",

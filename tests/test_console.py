@@ -16,12 +16,13 @@ import pytest  # noqa: E402
 from transformers.trainer_callback import PrinterCallback, ProgressCallback  # noqa: E402
 
 from depo_trl.console import DEPOConsole  # noqa: E402
-from depo_trl.scripts.depo import DEPOScriptArguments, main, parse_args  # noqa: E402
+from depo_trl.scripts.depo import main, parse_args  # noqa: E402
 
 TINY = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "depo" / "config_letters.yaml"
 LINE = re.compile(
-    r"^\[DEPO\] step (\d+)/(\d+)( \(warm-up\))? \| reward (\S+) \| rolled out (\d+)/(\d+) \| useful (\d+%|n/a) \| "
-    r"pass rate pred (\S+) obs (\S+) \| completions (\d+)(, saved ~(-?\d+))? \| [\d.]+ s/step$"
+    r"^\[DEPO\] step (\d+)/(\d+)( \(warm-up\)| \(filtering from step \d+\))? \| reward (\S+) \| "
+    r"rolled out (\d+)/(\d+) \| useful (\d+%|n/a) \| "
+    r"pass rate pred (\S+) obs (\S+) \| completions (\d+)(, saved ~(-?\d+) vs warm-up's \d+% useful)? \| [\d.]+ s/step$"
 )
 
 
@@ -57,7 +58,9 @@ def test_lines_every_n_steps_with_warmup_reference_and_summary():
     assert any(line.startswith("[eval] step 6 | held-out reward 0.650 | letters_reward 0.650") for line in written)
     table = written[-1]
     assert table.startswith("DEPO summary (totals estimated from logged means")
-    assert re.search(r"completions saved vs uniform\s+~256", table)
+    assert re.search(r"completions saved vs that reference\s+~256 \(a reference", table)
+    assert re.search(r"uniform reference: warm-up useful\s+50% of 16 groups \(2 warm-up steps\)", table)
+    assert re.search(r"wall time\s+[\d.]+ s \([\d.]+ s/step; warm-up [\d.]+ s/step, filtering [\d.]+ s/step\)", table)
     assert re.search(r"reward, first -> last 2 windows\s+0.25 -> 0.65", table)
     assert re.search(r"held-out reward, first -> last eval\s+0.650 -> 0.650", table)
     assert not any("loss" in line for line in written)  # no full dict printed
@@ -66,8 +69,10 @@ def test_lines_every_n_steps_with_warmup_reference_and_summary():
 def test_every_must_be_positive():
     with pytest.raises(ValueError, match="every N >= 1"):
         DEPOConsole(every=0)
+    from depo_trl import DEPOConfig
+
     with pytest.raises(ValueError, match="depo_console='rich'"):
-        DEPOScriptArguments(depo_console="rich")
+        DEPOConfig("out", depo_console="rich", use_cpu=True, bf16=False)
 
 
 def _train(tmp_path, *flags):
@@ -84,6 +89,7 @@ def test_train_script_prints_depo_lines_and_keeps_every_metric(tmp_path, capsys)
     lines = [line for line in text.splitlines() if line.startswith("[DEPO]")]
     assert [int(LINE.match(line).group(1)) for line in lines] == [3, 6, 8], lines
     assert "DEPO summary (exact totals" in text and re.search(r"prompts rolled out\s+64 ", text)
+    assert text.count("DEPO summary") == 1 and "DEPO: 8 rounds" not in text  # one summary at the end, not two
     assert "'depo/brier'" not in text and "{'loss'" not in text  # TRL's per-step dicts are gone
     assert not any(type(cb) in (ProgressCallback, PrinterCallback) for cb in trainer.callback_handler.callbacks)
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
@@ -95,3 +101,37 @@ def test_trl_console_flag_keeps_trl_printing(tmp_path, capsys):
     text = capsys.readouterr()
     assert "'depo/candidates_scored'" in text.out + text.err and "[DEPO] step" not in text.out + text.err
     assert not any(isinstance(cb, DEPOConsole) for cb in trainer.callback_handler.callbacks)
+
+
+def _run_console(windows, every):
+    args = SimpleNamespace(disable_tqdm=True, num_generations=8, gradient_accumulation_steps=1,
+                           steps_per_generation=1, num_iterations=1)
+    state = SimpleNamespace(global_step=0, max_steps=len(windows), is_world_process_zero=True)
+    written = []
+    console = DEPOConsole(every=every, write=written.append)
+    console.on_train_begin(args, state, None)
+    for step, window in enumerate(windows, 1):
+        state.global_step = step
+        console.on_log(args, state, None, logs=window)
+    console.on_train_end(args, state, None)
+    return written
+
+
+def test_a_line_never_averages_warmup_and_filtering_round_counts():
+    """Warm-up rounds roll out 8 of 8, filtering rounds 8 of 32: a line spanning both says 8/32, not 8/20."""
+    windows = [_window(1, 1, .5, scored=8), _window(2, 1, .5, scored=8), _window(3, 0, 1.), _window(4, 0, 1.)]
+    written = _run_console(windows, every=4)
+    match = LINE.match(written[0])
+    assert match and match.group(3) == " (filtering from step 3)", written[0]
+    assert (match.group(5), match.group(6)) == ("8", "32")
+
+
+def test_a_warmup_only_run_states_one_reason_for_no_saving():
+    """Every round warm-up: the table gives the reference and says why there is no saving, without contradicting
+    itself ("n/a (no warm-up reference)" beside a warm-up reference)."""
+    written = _run_console([_window(s, 1, .5, scored=8) for s in (1, 2, 3)], every=3)
+    table = written[-1]
+    assert re.search(r"uniform reference: warm-up useful\s+50% of 24 groups \(3 warm-up steps\)", table)
+    assert re.search(r"completions saved vs that reference\s+n/a \(no filtering round: every round was warm-up\)", table)
+    assert "no warm-up reference" not in table
+    assert LINE.match(written[0]).group(3) == " (warm-up)" and ", saved" not in written[0]
