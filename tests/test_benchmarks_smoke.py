@@ -21,7 +21,8 @@ def _need(*files):
     if not common.data_available(*files):
         pytest.skip(
             f"benchmark data {list(files)} not found under {common.data_dir()} (the shared data folder "
-            f"'../shared/data' next to the repository, or ${common.DATA_ENV_VAR}); skipping the benchmark smoke test"
+            f"'../shared/data' next to the repository, or ${common.DATA_ENV_VAR}); skipping the benchmark smoke test. "
+            "docs/data.md lists each file, its source repository and how to lay the folder out"
         )
 
 

@@ -20,10 +20,8 @@ from depo_trl.features import (
 )
 from depo_trl.history import prompt_key
 
-SHARED_PASSRATE = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "passrate",
-    "deepscaler_qwen25math7b_passrate.jsonl",
-)
+# The first 300 rows of shared/data's DeepScaleR pass-rate file, shipped with the tests (see tests/data/README.md).
+SHARED_PASSRATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "deepscaler_passrate_300.jsonl")
 
 
 def batch(texts, **kwargs):
@@ -256,7 +254,6 @@ def test_warm_start_options_and_errors(tmp_path):
         warm_start_from_jsonl(make_estimator("logistic", window=10), Featurizer(["length"]), str(path))
 
 
-@pytest.mark.skipif(not os.path.exists(SHARED_PASSRATE), reason="shared/data/passrate is absent (see shared/data/README.md)")
 def test_reads_the_real_deepscaler_passrate_file():
     rows, passes, trials, skipped = read_passrate_jsonl(SHARED_PASSRATE, limit=300)
     assert len(rows) == 300 and skipped == 0

@@ -48,7 +48,7 @@ def normalise(output: str) -> list[str]:
     for line in output.splitlines():
         line = re.sub(r"\d+\.\d+ s/step", "<t> s/step", line)
         line = re.sub(r"\d+\.\d+ s \(", "<t> s (", line)
-        if line.strip():
+        if line.strip() and not re.match(r"^\[\d{4}-\d\d-\d\d ", line):  # timestamped library log lines
             lines.append(line.rstrip())
     return lines
 
@@ -192,4 +192,4 @@ def test_warmup_rounds_log_their_dataset_indices(tmp_path):
 if __name__ == "__main__":  # print the README's quickstart output block afresh (paste it under the example)
     out = subprocess.run([sys.executable, "-c", readme_block("quickstart")], cwd=sys.argv[1] if len(sys.argv) > 1
                          else "/tmp", env=_env(), capture_output=True, text=True, check=True).stdout
-    print(out)
+    print("\n".join(line for line in out.splitlines() if line.strip() and not re.match(r"^\[\d{4}-\d\d-\d\d ", line)))

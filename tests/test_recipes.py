@@ -167,9 +167,12 @@ def test_tiny_recipe_trains_and_report_writes_files(tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "DEPO: each generation round scores 32 candidate prompts and rolls out 8" in printed
-    match = re.search(r"DEPO: 6 rounds, (\d+) candidate prompts scored, 48 rolled out, (\d+) skipped", printed)
+    # One summary at the end: the console's table (the engine's text summary goes to depo_summary.txt).
+    assert printed.count("DEPO summary (exact totals") == 1 and "DEPO: 6 rounds" not in printed
+    match = re.search(r"candidate prompts scored\s+(\d+)\n\s+prompts rolled out\s+48 ", printed)
     assert match, printed[-3000:]
-    assert int(match.group(2)) == 4 * 24  # 4 filtering rounds x (32 scored - 8 rolled out); none in warm-up
+    assert int(match.group(1)) - 48 == 4 * 24  # 4 filtering rounds x (32 scored - 8 rolled out); none in warm-up
+    assert "DEPO: 6 rounds" in (out / "depo_summary.txt").read_text()
     for name in ("trainer_state.json", "depo_summary.txt", "depo_state.json", "model.safetensors"):
         assert (out / name).is_file(), name
 

@@ -24,7 +24,9 @@ GSM8K_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gs
 @pytest.fixture(scope="module")
 def gsm8k_rows():
     if not (GSM8K_DIR / "test.jsonl").exists():
-        pytest.skip(f"GSM8K data not found at {GSM8K_DIR} (expected ../shared/data/gsm8k/ next to the repository)")
+        pytest.skip(f"GSM8K data not found at {GSM8K_DIR}: put train.jsonl and test.jsonl from "
+                    "github.com/openai/grade-school-math (grade_school_math/data/, MIT) in ../shared/data/gsm8k/ "
+                    "next to the repository (docs/data.md)")
     rows = []
     for name in ("train.jsonl", "test.jsonl"):
         with open(GSM8K_DIR / name) as f:

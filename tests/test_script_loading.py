@@ -16,7 +16,8 @@ from depo_trl.rewards import gsm8k_accuracy  # noqa: E402
 from depo_trl.scripts.depo import DEPOScriptArguments  # noqa: E402
 from depo_trl.scripts.loading import load_datasets, load_model, load_reward_funcs  # noqa: E402
 
-GSM8K_TEST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k" / "test.jsonl"
+# The first 50 rows of GSM8K's test split, shipped with the tests (MIT; see tests/data/README.md).
+GSM8K_TEST = Path(__file__).resolve().parent / "data" / "gsm8k_test_50.jsonl"
 ROWS = [
     {"question": "Tom has 3 apples and buys 1,000 more. How many?", "answer": "3 + 1000 = 1003\n#### 1,003"},
     {"question": "What is 6 times 7?", "answer": "6 * 7 = <<6*7=42>>42\n#### 42"},
@@ -51,8 +52,6 @@ def test_parquet_file_and_prompt_column(tmp_path):
 
 
 def test_shared_gsm8k_file_loads_formats_and_scores():
-    if not GSM8K_TEST.exists():
-        pytest.skip(f"GSM8K data not found at {GSM8K_TEST}")
     train = load_datasets(DEPOScriptArguments(dataset_name=str(GSM8K_TEST), dataset_format="gsm8k", dataset_max_samples=50))["train"]
     assert len(train) == 50
     assert gsm8k_accuracy([f"\\boxed{{{a}}}" for a in train["answer"]], answer=train["answer"]) == [1.0] * 50
