@@ -86,6 +86,15 @@ DEPOStats = SelectorStats  # the run's totals are the engine's (kept under this 
 _trl_compat.check_trl_version()
 
 
+@contextlib.contextmanager
+def _quiet_trl_deprecations():
+    """TRL's generation reads transformers' deprecated ``is_gradient_checkpointing``: the FutureWarning is nothing a
+    user can act on, and it landed inside the progress bar three times per run."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def _is_map_style(dataset) -> bool:
     """Indexable with a length (datasets.Dataset, a list); streaming datasets are not."""
     return hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")
@@ -417,17 +426,14 @@ class DEPOTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         if not self.model.training or self.depo_disabled_reason is not None:  # evaluation is never filtered
-            return super()._generate_and_score_completions(self._trl_rows(inputs))
+            with _quiet_trl_deprecations():
+                return super()._generate_and_score_completions(self._trl_rows(inputs))
         if not self.depo_warm_started:
             self._warm_start()
         plan, local_inputs = self._plan_round(inputs)
         self._depo_capture, self._depo_rewards = True, None
         try:
-            with warnings.catch_warnings():
-                # TRL's generation reads transformers' deprecated `is_gradient_checkpointing`; the FutureWarning is
-                # nothing a user can act on and landed inside the progress bar three times per run.
-                warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
-                                        category=FutureWarning)
+            with _quiet_trl_deprecations():
                 output = super()._generate_and_score_completions(local_inputs)
         finally:
             self._depo_capture = False
