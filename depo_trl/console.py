@@ -5,7 +5,8 @@ per step. ``DEPOConsole`` replaces it for the console only; every metric still r
 ``trainer_state.json`` (the ``depo-trl report`` input), because those are fed by the trainer's own ``log()``, not by
 this callback. Every ``every`` optimizer steps it writes one line over the logged windows since the last line::
 
-    [DEPO] step 10/40 | reward 0.41 | rolled out 4/16 | useful 75% | pass rate pred 0.47 obs 0.41 | completions 320, saved ~96 vs warm-up's 60% useful | 12.3 s/step
+    [DEPO] step 10/40 | reward 0.41 | rolled out 4/16 | useful 75% | pass rate pred 0.47 obs 0.41 | \
+        completions 320, saved ~96 vs warm-up's 60% useful | 12.3 s/step
 
 - *rolled out / scored*: prompts rolled out / candidate prompts scored per generation round, over the line's
   filtering rounds only (over its warm-up rounds when it has no filtering round: then both are GRPO's batch);
@@ -150,7 +151,8 @@ class DEPOConsole(ProgressCallback):
         ]
         generated, saved = self.completions(args)
         reference = f" vs warm-up's {self.uniform_reference():.0%} useful" if math.isfinite(saved) else ""
-        parts.append(f"completions {generated:.0f}" + (f", saved ~{saved:.0f}{reference}" if math.isfinite(saved) else ""))
+        saved_text = f", saved ~{saved:.0f}{reference}" if math.isfinite(saved) else ""
+        parts.append(f"completions {generated:.0f}{saved_text}")
         parts.append(f"{seconds:.1f} s/step")
         return " | ".join(parts)
 

@@ -22,7 +22,8 @@ TINY = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "depo" / "conf
 LINE = re.compile(
     r"^\[DEPO\] step (\d+)/(\d+)( \(warm-up\)| \(filtering from step \d+\))? \| reward (\S+) \| "
     r"rolled out (\d+)/(\d+) \| useful (\d+%|n/a) \| "
-    r"pass rate pred (\S+) obs (\S+) \| completions (\d+)(, saved ~(-?\d+) vs warm-up's \d+% useful)? \| [\d.]+ s/step$"
+    r"pass rate pred (\S+) obs (\S+) \| "
+    r"completions (\d+)(, saved ~(-?\d+) vs warm-up's \d+% useful)? \| [\d.]+ s/step$"
 )
 
 
@@ -132,6 +133,7 @@ def test_a_warmup_only_run_states_one_reason_for_no_saving():
     written = _run_console([_window(s, 1, .5, scored=8) for s in (1, 2, 3)], every=3)
     table = written[-1]
     assert re.search(r"uniform reference: warm-up useful\s+50% of 24 groups \(3 warm-up steps\)", table)
-    assert re.search(r"completions saved vs that reference\s+n/a \(no filtering round: every round was warm-up\)", table)
+    assert re.search(r"completions saved vs that reference\s+n/a \(no filtering round: every round was warm-up\)",
+                     table)
     assert "no warm-up reference" not in table
     assert LINE.match(written[0]).group(3) == " (warm-up)" and ", saved" not in written[0]

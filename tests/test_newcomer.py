@@ -96,7 +96,8 @@ def test_flags_are_exact_not_abbreviations():
     from depo_trl.scripts.depo import parse_args
     from depo_trl.scripts.parser import UnknownArgumentsError
 
-    with pytest.raises(UnknownArgumentsError, match="Unknown key 'depo_warmup_step'.*Did you mean 'depo_warmup_steps'"):
+    with pytest.raises(UnknownArgumentsError,
+                       match="Unknown key 'depo_warmup_step'.*Did you mean 'depo_warmup_steps'"):
         parse_args(["--config", str(TINY_RECIPE), "--depo_warmup_step", "3"])
     from depo_trl import cli
 
@@ -130,7 +131,8 @@ def test_cpu_run_with_activation_checkpointing_gets_one_hint(tmp_path):
     import torch
 
     assert torch.get_num_threads() == 1  # conftest
-    with pytest.warns(UserWarning, match=r"Training on CPU: activation_checkpointing=True.*activation_checkpointing=False"):
+    with pytest.warns(UserWarning,
+                      match=r"Training on CPU: activation_checkpointing=True.*activation_checkpointing=False"):
         DEPOTrainer(model="depo-tiny", reward_funcs=letters_reward,
                     args=make_config(tmp_path, activation_checkpointing=True), train_dataset=letters_dataset(64))
     with warnings.catch_warnings(record=True) as caught:

@@ -23,7 +23,7 @@ def test_audit_trail_records_every_decision(tokenizer, config_factory):
     trainer.train()
     rounds = read_decisions(args.output_dir)
     assert [r["round"] for r in rounds] == [1, 2, 3]
-    assert rounds[0]["warmup"] and len(rounds[0]["dataset_index"]) == 4  # GRPO's own batch, its rows read from TRL's sampler
+    assert rounds[0]["warmup"] and len(rounds[0]["dataset_index"]) == 4  # GRPO's batch: rows from TRL's sampler
     last = rounds[-1]
     assert len(last["prompt_key"]) == 16 and len(last["dataset_index"]) == 16
     rolled = [i for i, d in enumerate(last["decision"]) if not d.startswith("skip_")]
