@@ -133,9 +133,11 @@ class DEPOConsole(ProgressCallback):
         seconds = (now - self._line_time) / max(steps, 1)
         self._line_time = now
         # Per-round counts differ between warm-up (U of U) and filtering (U of K x U): never average the two.
-        filtering = _filtering(w)
-        rounds = filtering or _warmup(w) or w
-        if not filtering:
+        filtering, warmup = _filtering(w), _warmup(w)
+        rounds = filtering or warmup or w
+        if not filtering and not warmup:  # TRL averaged warm-up and filtering rounds into one logged window
+            phase = " (warm-up and filtering in one logged window: logging_steps > 1)"
+        elif not filtering:
             phase = " (warm-up)"
         elif len(filtering) < len(w):
             phase = f" (filtering from step {filtering[0]['_step']})"
