@@ -83,8 +83,7 @@ def main(out_dir: str, max_steps: int, save_steps: int, resume: str | None, gath
                 result = super()._embed(token_ids, pad_token_id, answer_ids)
             finally:
                 handle.remove()
-            rounds_seen = self.depo_stats.rounds
-            self._prefill_log.append({"round": rounds_seen, "candidates": len(token_ids), "forwards": len(calls)})
+            self._prefill_log.append({"round": self.depo_stats.rounds, "candidates": len(token_ids), "forwards": len(calls)})
             return result
 
         def _learn_from_round(self, plan, rewards):
@@ -114,6 +113,7 @@ def main(out_dir: str, max_steps: int, save_steps: int, resume: str | None, gath
         "world_size": trainer.accelerator.num_processes,
         "distributed_type": str(trainer.accelerator.distributed_type),
         "zero_stage": trainer.accelerator.state.deepspeed_plugin.zero_stage,
+        "backend": torch.distributed.get_backend(),
         "rounds": rounds,
         "prefill": trainer._prefill_log,
         "estimator": {k: np.asarray(v).tolist() for k, v in trainer.depo_estimator.state_dict().items()},
