@@ -29,7 +29,8 @@ def _enabled(section) -> bool | None:
 def _deepspeed_source(args) -> str:
     """Where the DeepSpeed config came from, in the words a user would search their files for."""
     if args.deepspeed:
-        return f"the DeepSpeed config given as `deepspeed` ({args.deepspeed if isinstance(args.deepspeed, str) else 'a dict'})"
+        given = args.deepspeed if isinstance(args.deepspeed, str) else "a dict"
+        return f"the DeepSpeed config given as `deepspeed` ({given})"
     config_file = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
     if config_file and config_file != "none":
         return f"the DeepSpeed config file {config_file} (accelerate config `deepspeed_config_file`)"

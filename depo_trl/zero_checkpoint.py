@@ -13,7 +13,9 @@ from __future__ import annotations
 import glob
 import os
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+)
 
 
 def is_zero_checkpoint(folder: str) -> bool:

@@ -1,6 +1,7 @@
-"""Run by tests/test_deepspeed.py under ``accelerate launch --config_file recipes/accelerate_configs/zero{2,3}_cpu.yaml``:
-a short DEPO run under DeepSpeed ZeRO on CPU (2 processes, gloo) with the ``embedding`` and ``answer_likelihood``
-features, so the policy prefill runs through the sharded model.
+"""Run by tests/test_deepspeed.py under
+``accelerate launch --config_file recipes/accelerate_configs/zero{2,3}_cpu.yaml``: a short DEPO run under
+DeepSpeed ZeRO on CPU (2 processes, gloo) with the ``embedding`` and ``answer_likelihood`` features, so the policy
+prefill runs through the sharded model.
 
 Arguments: ``out_dir max_steps save_steps [resume_checkpoint] [--no-16bit]``. Each rank writes
 ``<out_dir>/rank<r>.json``: the candidates and selection of every round, the prefill forwards it ran per round, the
@@ -70,7 +71,8 @@ def main(out_dir: str, max_steps: int, save_steps: int, resume: str | None, gath
         depo_features=["length", "history", "embedding", "answer_likelihood"],
     )
     if not gather_16bit:  # a ZeRO-3 checkpoint without model.safetensors: only the shards and zero_to_fp32.py
-        args.deepspeed_plugin.deepspeed_config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] = False
+        zero = args.deepspeed_plugin.deepspeed_config["zero_optimization"]
+        zero["stage3_gather_16bit_weights_on_model_save"] = False
     rounds = []
 
     class Recording(DEPOTrainer):
@@ -83,7 +85,8 @@ def main(out_dir: str, max_steps: int, save_steps: int, resume: str | None, gath
                 result = super()._embed(token_ids, pad_token_id, answer_ids)
             finally:
                 handle.remove()
-            self._prefill_log.append({"round": self.depo_stats.rounds, "candidates": len(token_ids), "forwards": len(calls)})
+            self._prefill_log.append(
+                {"round": self.depo_stats.rounds, "candidates": len(token_ids), "forwards": len(calls)})
             return result
 
         def _learn_from_round(self, plan, rewards):
@@ -104,8 +107,8 @@ def main(out_dir: str, max_steps: int, save_steps: int, resume: str | None, gath
         script = SimpleNamespace(dataset_name=None, dataset_format=None, system_prompt=None)
         save_run_config(run_config(args, SimpleNamespace(model_name_or_path="depo-tiny", use_peft=False), script),
                         args.output_dir)
-    # The trained estimator's predictions for prompts the run never saw, scored by the trainer itself under ZeRO
-    # (a collective prefill on every rank): `depo-trl route` on the saved folder must reproduce them.
+    # The trained estimator's predictions for prompts the run never saw, scored by the trainer itself under ZeRO (a
+    # collective prefill on every rank): `depo-trl route` on the saved folder must reproduce them.
     held_out = [{"prompt": [{"role": "user", "content": f"{kind} new {i}"}], "answer": str(i)}
                 for i in range(5) for kind in ("easy", "hard", "coin")]
     scores, _ = trainer._score([r["prompt"] for r in held_out], metadata={"answer": [r["answer"] for r in held_out]})

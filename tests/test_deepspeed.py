@@ -33,7 +33,7 @@ def _env() -> dict:
     try:
         import deepspeed  # noqa: F401
     except ImportError:
-        pytest.fail("DeepSpeed is not installed: DS_BUILD_OPS=0 pip install 'depo_trl[deepspeed]' (make install does).")
+        pytest.fail("DeepSpeed is not installed: DS_BUILD_OPS=0 pip install 'depo_trl[deepspeed]' (make install does)")
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
             "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_DISABLED": "true"}
 
