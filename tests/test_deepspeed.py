@@ -125,7 +125,9 @@ def test_zero3_shards_every_parameter_filters_saves_resumes_and_routes(tmp_path)
 
     run_dir = tmp_path / "full" / "run"
     assert is_zero_checkpoint(str(run_dir)) and not (run_dir / "model.safetensors").exists()
-    # The tokenizer built in code (depo_trl.tiny), as the trainer used it.
+    # The tokenizer built in code (depo_trl.tiny), as the trainer used it: the depo-tiny tokenizer reloaded from a
+    # saved folder comes back as a Qwen2Tokenizer that drops the space and newline tokens (a separate bug of the
+    # tiny tokenizer's save/reload, outside DeepSpeed; tests/test_route.py passes the trainer's tokenizer too).
     routed = route(str(run_dir), full[0]["held_out"], tau=0.3, tokenizer=build_tokenizer())
     np.testing.assert_allclose(routed.predicted, full[0]["held_out_predicted"], atol=1e-6)
     # A mid-run checkpoint routes too (its own shards and DEPO state), with the run's depo_run.json.
