@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 # A CPU build of torch 2.13.0 is what these machines carry on disk; override elsewhere (e.g. TORCH_SPEC=torch).
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
+# DeepSpeed (dev extra) compiles none of its C++ ops at install time; its CPU comm op is JIT-built on first use (g++, ninja).
+export DS_BUILD_OPS ?= 0
 
 .PHONY: install install-smollm demo demo-real compare test test-fast bench clean
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from trl import GRPOConfig
 
+from .deepspeed_checks import check_deepspeed_precision
 from .estimators import resolve_estimator_class
 from .features import check_feature_names
 from .selection import check_policy_name
@@ -231,6 +232,7 @@ class DEPOConfig(GRPOConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        check_deepspeed_precision(self)  # before transformers' late, unexplained DeepSpeed mismatch error
         if isinstance(self.depo_features, str):  # "length,history" from a command line
             self.depo_features = [name.strip() for name in self.depo_features.split(",") if name.strip()]
         if self.depo_estimator_kwargs is None:

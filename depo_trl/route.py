@@ -134,7 +134,9 @@ def load_run_model(state_dir: str, run_dir: str, config: dict):
         )
     adapter = os.path.join(folder, "adapter_config.json")
     if not os.path.isfile(adapter):
-        return AutoModelForCausalLM.from_pretrained(folder, dtype="float32").eval()
+        from .zero_checkpoint import load_causal_lm
+
+        return load_causal_lm(folder)  # also a DeepSpeed ZeRO checkpoint without model.safetensors (its shards)
     from peft import PeftModel
     from trl import ModelConfig
 
