@@ -158,11 +158,11 @@ def load_run_model(state_dir: str, run_dir: str, config: dict):
 
 
 def _load_tokenizer(state_dir: str, run_dir: str, config: dict):
-    from transformers import AutoTokenizer
+    from .tiny import load_saved_tokenizer
 
     for folder in (state_dir, run_dir):
         if any(os.path.isfile(os.path.join(folder, f)) for f in ("tokenizer.json", "tokenizer_config.json")):
-            return AutoTokenizer.from_pretrained(folder)
+            return load_saved_tokenizer(folder)
     raise FileNotFoundError(
         f"No tokenizer in {state_dir!r} or {run_dir!r} (the trainer saves it with the model). Pass tokenizer=..."
     )

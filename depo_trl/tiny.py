@@ -6,6 +6,8 @@ model a 2-layer ``Qwen2`` with random weights (seeded).
 
 from __future__ import annotations
 
+import json
+import os
 import string
 
 CHAT_TEMPLATE = (
@@ -36,6 +38,30 @@ def build_tokenizer():
     tokenizer.chat_template = CHAT_TEMPLATE
     tokenizer.padding_side = "left"
     return tokenizer
+
+
+# Tokenizer classes that mean "the tokenizer.json as saved", with no model-specific behaviour on top.
+GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
+
+
+def load_saved_tokenizer(folder: str, **kwargs):
+    """The tokenizer saved in ``folder``, as it was saved.
+
+    ``AutoTokenizer`` (transformers 5) replaces a saved generic class by the model type's own class for some model
+    types (``qwen2`` among them), so ``build_tokenizer()`` saved next to the tiny Qwen2 model came back as a
+    ``Qwen2Tokenizer`` that drops spaces and newlines ("ab c\nd" -> 4 ids instead of 6). A generic class in
+    ``tokenizer_config.json`` is therefore loaded as ``PreTrainedTokenizerFast``; anything else by ``AutoTokenizer``.
+    """
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    config_path = os.path.join(folder, "tokenizer_config.json")
+    saved_class = None
+    if os.path.isfile(config_path):
+        with open(config_path, encoding="utf-8") as f:
+            saved_class = json.load(f).get("tokenizer_class")
+    if saved_class in GENERIC_TOKENIZER_CLASSES and os.path.isfile(os.path.join(folder, "tokenizer.json")):
+        return PreTrainedTokenizerFast.from_pretrained(folder, **kwargs)
+    return AutoTokenizer.from_pretrained(folder, **kwargs)
 
 
 def build_tool_tokenizer():

@@ -120,19 +120,16 @@ def test_zero3_shards_every_parameter_filters_saves_resumes_and_routes(tmp_path)
 
     # route on the final ZeRO-3 folder (shards only) consolidates them and predicts what the trainer predicted.
     from depo_trl.route import route
-    from depo_trl.tiny import build_tokenizer
     from depo_trl.zero_checkpoint import is_zero_checkpoint
 
     run_dir = tmp_path / "full" / "run"
     assert is_zero_checkpoint(str(run_dir)) and not (run_dir / "model.safetensors").exists()
-    # The tokenizer built in code (depo_trl.tiny), as the trainer used it: the depo-tiny tokenizer reloaded from a
-    # saved folder comes back as a Qwen2Tokenizer that drops the space and newline tokens (a separate bug of the
-    # tiny tokenizer's save/reload, outside DeepSpeed; tests/test_route.py passes the trainer's tokenizer too).
-    routed = route(str(run_dir), full[0]["held_out"], tau=0.3, tokenizer=build_tokenizer())
+    # No tokenizer= : the one the run saved reloads as trained (depo_trl.tiny.load_saved_tokenizer).
+    routed = route(str(run_dir), full[0]["held_out"], tau=0.3)
     np.testing.assert_allclose(routed.predicted, full[0]["held_out_predicted"], atol=1e-6)
     # A mid-run checkpoint routes too (its own shards and DEPO state), with the run's depo_run.json.
     config = json.loads((run_dir / "depo_run.json").read_text())
-    mid = route(str(checkpoint), full[0]["held_out"], tau=0.3, config=config, tokenizer=build_tokenizer())
+    mid = route(str(checkpoint), full[0]["held_out"], tau=0.3, config=config)
     assert mid.state_dir == str(checkpoint) and np.isfinite(mid.predicted).all()
     assert not np.allclose(mid.predicted, routed.predicted)  # a different estimator state and policy
 

@@ -132,3 +132,6 @@ def test_route_scores_like_the_trainer_itself(tmp_path, prompts):
     own, _ = trainer._score([r["prompt"] for r in rows])
     routed = route(str(out), rows, tau=0.5, tokenizer=trainer.processing_class)
     np.testing.assert_allclose(routed.predicted, own.predicted, atol=1e-9)
+    # The tokenizer the run saved reloads as it was trained with (depo_trl.tiny.load_saved_tokenizer), so route
+    # without tokenizer= scores the same too.
+    np.testing.assert_allclose(route(str(out), rows, tau=0.5).predicted, own.predicted, atol=1e-9)

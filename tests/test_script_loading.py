@@ -126,3 +126,30 @@ def test_builtin_dataset_options_are_checked():
         load_datasets(DEPOScriptArguments(dataset_name="depo:graded", dataset_config="families=poetry"))
     with pytest.raises(ValueError, match="takes no dataset_config"):
         load_datasets(DEPOScriptArguments(dataset_name="depo:letters", dataset_config="families=add"))
+
+
+def test_saved_tiny_checkpoint_reloads_its_own_tokenizer(tmp_path):
+    """A depo-tiny checkpoint (character tokenizer beside a qwen2 config) reloads with the tokenizer it was saved
+    with: transformers' AutoTokenizer alone swaps in Qwen2Tokenizer there, which drops spaces and newlines."""
+    from trl import ModelConfig
+
+    from depo_trl import DEPOConfig
+    from depo_trl.tiny import build_model, build_tokenizer, load_saved_tokenizer
+
+    tokenizer = build_tokenizer()
+    tokenizer.save_pretrained(tmp_path)
+    build_model(tokenizer).save_pretrained(tmp_path)
+    text = "ab c\nd 12+3"
+    messages = [{"role": "user", "content": "reverse: ab c"}]
+    expected_ids = tokenizer(text)["input_ids"]
+    expected_chat = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    reloaded = load_saved_tokenizer(str(tmp_path))
+    assert reloaded(text)["input_ids"] == expected_ids
+    assert reloaded.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == expected_chat
+
+    args = DEPOConfig(output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True)
+    model, processing_class = load_model(ModelConfig(model_name_or_path=str(tmp_path)), args)
+    assert model == str(tmp_path)  # the model itself is still TRL's to load
+    assert processing_class(text)["input_ids"] == expected_ids
+    assert processing_class.truncation_side == "left"

@@ -18,6 +18,7 @@ from the extension). The built-in names need no network:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -209,4 +210,21 @@ def load_model(model_args, training_args):
     }
     init_kwargs.update(training_args.model_init_kwargs or {})
     training_args.model_init_kwargs = init_kwargs
-    return name, None
+    return name, _saved_generic_tokenizer(name)
+
+
+def _saved_generic_tokenizer(name: str):
+    """A generic tokenizer saved in the local folder ``name`` (e.g. a depo-tiny checkpoint), loaded as saved.
+
+    ``None`` otherwise, so TRL loads the processing class itself. See ``tiny.load_saved_tokenizer`` for why
+    ``AutoTokenizer`` cannot be trusted with these; ``truncation_side="left"`` is what TRL passes.
+    """
+    from ..tiny import GENERIC_TOKENIZER_CLASSES, load_saved_tokenizer
+
+    config_path = os.path.join(name, "tokenizer_config.json")
+    if not os.path.isfile(config_path):
+        return None
+    with open(config_path, encoding="utf-8") as f:
+        if json.load(f).get("tokenizer_class") not in GENERIC_TOKENIZER_CLASSES:
+            return None
+    return load_saved_tokenizer(name, truncation_side="left")
