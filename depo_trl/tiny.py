@@ -44,22 +44,26 @@ def build_tokenizer():
 GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
+def saved_tokenizer_is_generic(folder: str) -> bool:
+    """Whether ``folder`` holds a ``tokenizer.json`` saved under a generic class (no model-specific tokenizer)."""
+    config_path = os.path.join(folder, "tokenizer_config.json")
+    if not (os.path.isfile(config_path) and os.path.isfile(os.path.join(folder, "tokenizer.json"))):
+        return False
+    with open(config_path, encoding="utf-8") as f:
+        return json.load(f).get("tokenizer_class") in GENERIC_TOKENIZER_CLASSES
+
+
 def load_saved_tokenizer(folder: str, **kwargs):
     """The tokenizer saved in ``folder``, as it was saved.
 
     ``AutoTokenizer`` (transformers 5) replaces a saved generic class by the model type's own class for some model
     types (``qwen2`` among them), so ``build_tokenizer()`` saved next to the tiny Qwen2 model came back as a
-    ``Qwen2Tokenizer`` that drops spaces and newlines ("ab c\nd" -> 4 ids instead of 6). A generic class in
+    ``Qwen2Tokenizer`` that drops spaces and newlines ("ab c\\nd" -> 4 ids instead of 6). A generic class in
     ``tokenizer_config.json`` is therefore loaded as ``PreTrainedTokenizerFast``; anything else by ``AutoTokenizer``.
     """
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    config_path = os.path.join(folder, "tokenizer_config.json")
-    saved_class = None
-    if os.path.isfile(config_path):
-        with open(config_path, encoding="utf-8") as f:
-            saved_class = json.load(f).get("tokenizer_class")
-    if saved_class in GENERIC_TOKENIZER_CLASSES and os.path.isfile(os.path.join(folder, "tokenizer.json")):
+    if saved_tokenizer_is_generic(folder):
         return PreTrainedTokenizerFast.from_pretrained(folder, **kwargs)
     return AutoTokenizer.from_pretrained(folder, **kwargs)
 

@@ -18,7 +18,6 @@ from the extension). The built-in names need no network:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 
@@ -219,12 +218,6 @@ def _saved_generic_tokenizer(name: str):
     ``None`` otherwise, so TRL loads the processing class itself. See ``tiny.load_saved_tokenizer`` for why
     ``AutoTokenizer`` cannot be trusted with these; ``truncation_side="left"`` is what TRL passes.
     """
-    from ..tiny import GENERIC_TOKENIZER_CLASSES, load_saved_tokenizer
+    from ..tiny import load_saved_tokenizer, saved_tokenizer_is_generic
 
-    config_path = os.path.join(name, "tokenizer_config.json")
-    if not os.path.isfile(config_path):
-        return None
-    with open(config_path, encoding="utf-8") as f:
-        if json.load(f).get("tokenizer_class") not in GENERIC_TOKENIZER_CLASSES:
-            return None
-    return load_saved_tokenizer(name, truncation_side="left")
+    return load_saved_tokenizer(name, truncation_side="left") if saved_tokenizer_is_generic(name) else None
