@@ -43,7 +43,7 @@ from transformers import TrainerCallback
 from trl import GRPOTrainer
 
 from . import _trl_compat
-from .audit import DecisionLog, finite_or_none, skip_reason
+from .audit import DecisionLog, finite_or_none, skip_decision
 from .candidates import CandidateStream, IterableCandidateStream, copy_row
 from .depo_config import DEPOConfig
 from .embedding import answer_token_ids, embed_and_score_answers
@@ -161,20 +161,8 @@ class DEPOTrainer(GRPOTrainer):
             warn_user(f"DEPO cannot filter this run and trains it as plain GRPO: {self.depo_disabled_reason}")
         self.depo_pass_order = self._resolve_pass_reward()
         self.depo_pass_index = self.depo_pass_order[0]
-        self.depo_selector = PromptSelector(
-            group_size=self.num_generations,
-            estimator=estimator if estimator is not None else args.depo_estimator,
-            estimator_kwargs=None if estimator is not None else (args.depo_estimator_kwargs or None),
-            features=args.depo_features,
-            feature_options=args.depo_feature_options,
-            embedding_dim=args.depo_embedding_dim,
-            selection=args.depo_selection,
-            band=(args.depo_band_low, args.depo_band_high),
-            exploration=args.depo_exploration,
-            revisit_after=args.depo_revisit_after,
-            history_max_prompts=args.depo_history_max_prompts,
-            seed=args.seed,
-        )
+        self.depo_selector = PromptSelector.from_config(args, group_size=self.num_generations, seed=args.seed,
+                                                        estimator=estimator)
         self._check_metadata_columns()
         # Only with refresh_every > 1 are embeddings kept, for a few candidate pools' worth of prompts.
         pool = args.depo_candidate_multiplier * args.generation_batch_size // args.num_generations
@@ -806,7 +794,7 @@ class DEPOTrainer(GRPOTrainer):
 
     def _audit_round(self, plan: _Round, passes: np.ndarray, trials: np.ndarray) -> None:
         n = len(plan.keys)
-        decision = [skip_reason(p, self.args.depo_band_low, self.args.depo_band_high) for p in plan.predicted]
+        decision = [skip_decision(p, self.args.depo_band_low, self.args.depo_band_high) for p in plan.predicted]
         observed_passes: list = [None] * n
         observed_trials: list = [None] * n
         for slot, (index, reason) in enumerate(zip(plan.selection.indices, plan.selection.reasons)):

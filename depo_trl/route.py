@@ -208,21 +208,8 @@ def selector_from_run_config(config: dict):
     """The ``PromptSelector`` a run's ``DEPOTrainer`` built (same features, options, seed and estimator), empty."""
     from .engine import PromptSelector
 
-    depo = config["depo"]
-    return PromptSelector(
-        group_size=config.get("num_generations") or 1,
-        estimator=depo.get("depo_estimator", "logistic"),
-        estimator_kwargs=depo.get("depo_estimator_kwargs") or None,
-        features=depo["depo_features"],
-        feature_options=depo.get("depo_feature_options"),
-        embedding_dim=depo.get("depo_embedding_dim", 16),
-        selection=depo.get("depo_selection", "band"),
-        band=(depo.get("depo_band_low", 0.15), depo.get("depo_band_high", 0.85)),
-        exploration=depo.get("depo_exploration", 0.1),
-        revisit_after=depo.get("depo_revisit_after", 256),
-        history_max_prompts=depo.get("depo_history_max_prompts", 1_000_000),
-        seed=config.get("seed", 42),
-    )
+    return PromptSelector.from_config(config["depo"], group_size=config.get("num_generations") or 1,
+                                      seed=config.get("seed", 42))
 
 
 def predict_pass_rates(prompts: list, state: dict, config: dict, tokenizer, model=None, metadata=None) -> np.ndarray:
