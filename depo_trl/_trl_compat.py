@@ -3,8 +3,11 @@
 DEPOTrainer overrides a few private methods of ``trl.GRPOTrainer`` narrowly (each calls ``super()``), calls one
 (``_tokenize_prompts``, to render candidates exactly as generation does) and reads a few private attributes:
 ``_metrics`` (the metric store), ``_signature_columns`` (what ``remove_unused_columns`` keeps), and, with TRL
-environments, ``_batch_environments`` / ``_multi_environment`` (which environment's tools render each prompt). This module checks they exist when the package is imported, so a TRL release that
-renames one fails loudly at import with the name, not silently mid-run.
+environments, ``_batch_environments`` / ``_multi_environment`` (which environment's tools render each prompt). It
+also overrides the public ``get_train_dataloader`` relying on how it works inside: it reads ``self.train_dataset``
+when called, so DEPO swaps in a lazily loading view of the dataset for the call (``depo_trl.epochs``). This module
+checks the methods exist when the package is imported, so a TRL release that renames one fails loudly at import
+with the name, not silently mid-run.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ OVERRIDDEN_METHODS = (
     "_load_optimizer_and_scheduler",  # ... and comes back on resume
     "_set_signature_columns_if_needed",  # sets `_signature_columns`, the columns remove_unused_columns keeps
     "_get_train_sampler",  # TRL's RepeatSampler, cut into DEPO epochs (depo_trl.epochs)
+    # public, but relied on inside: it builds the dataloader from `self.train_dataset` read at call time, which
+    # DEPO points at depo_trl.epochs.LoadWhenUsed for the call
+    "get_train_dataloader",
 )
 
 #: Private GRPOTrainer methods DEPOTrainer calls.
@@ -53,6 +59,16 @@ def check_trl_version() -> None:
 def metrics(trainer) -> dict:
     """GRPOTrainer's metric store: ``metrics(trainer)["train"][name]`` is a list averaged at each log."""
     return trainer._metrics
+
+
+def signature_columns(trainer) -> list[str]:
+    """The columns TRL's dataloader keeps with ``remove_unused_columns=True`` (set by
+    ``_set_signature_columns_if_needed``)."""
+    return trainer._signature_columns
+
+
+def set_signature_columns(trainer, columns: list[str]) -> None:
+    trainer._signature_columns = columns
 
 
 def checkpoint_dir(trainer, trial) -> str:

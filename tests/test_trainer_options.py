@@ -100,9 +100,9 @@ def test_embedding_with_the_adapter_off_does_not_drift(tokenizer, config_factory
     for adapter in ("on", "off"):
         args = config_factory(max_steps=3, depo_warmup_steps=1, learning_rate=5e-2, depo_embedding_adapter=adapter)
         trainer = _trainer(tokenizer, args, peft_config=lora)
-        before = trainer._prepare(probe)[2]
+        before = trainer.depo_encoder.encode(probe).embeddings
         trainer.train()
-        embeddings[adapter] = (before, trainer._prepare(probe)[2])
+        embeddings[adapter] = (before, trainer.depo_encoder.encode(probe).embeddings)
     np.testing.assert_allclose(*embeddings["off"], atol=1e-6)  # the frozen base model's view
     assert not np.allclose(*embeddings["on"], atol=1e-4)  # the trained policy's view moved
 
