@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +31,23 @@ from .features import EmbeddingCache
 from .history import prompt_key
 
 ANSWER_COLUMNS = 3  # answer log-likelihood: total, per token, first token
+
+#: The prefill settings of a DEPO run (``DEPOConfig`` fields) and their defaults; ``encoder_settings`` reads them.
+ENCODER_DEFAULTS = {
+    "depo_embedding_max_length": 512,
+    "depo_embedding_pooling": "mean",
+    "depo_embedding_batch_size": 16,
+    "depo_embedding_refresh_every": 1,
+    "depo_embedding_adapter": "on",
+}
+
+
+def encoder_settings(config) -> dict:
+    """The prefill settings of a ``DEPOConfig`` or of a mapping of its fields (``depo_run.json``'s ``"depo"``), a
+    field it lacks taking its default."""
+    if isinstance(config, Mapping):
+        return {name: config.get(name, default) for name, default in ENCODER_DEFAULTS.items()}
+    return {name: getattr(config, name, default) for name, default in ENCODER_DEFAULTS.items()}
 
 
 @dataclass

@@ -15,6 +15,7 @@ import pytest
 from depo_trl import DEPOConfig, DEPOTrainer
 from depo_trl.engine import CONFIG_FIELDS, PromptSelector
 from depo_trl.estimators import ESTIMATORS, LogisticPassRateEstimator, PassRateEstimator, register_estimator
+from depo_trl.prompt_encoder import ENCODER_DEFAULTS
 from depo_trl.route import selector_from_run_config
 from depo_trl.selection import check_band, check_exploration, select
 from depo_trl.tasks import letters_dataset, letters_reward
@@ -49,6 +50,8 @@ def test_config_defaults_are_the_engines():
             continue  # the trainer's feature default adds model-reading groups; empty kwargs/options are None
         assert default(name) == SELECTOR_DEFAULTS[arg], name
     assert (default("depo_band_low"), default("depo_band_high")) == SELECTOR_DEFAULTS["band"]
+    for name, value in ENCODER_DEFAULTS.items():  # the prefill settings route falls back to
+        assert default(name) == value, name
 
 
 def test_from_config_reads_a_config_and_a_run_record_alike(tmp_path):
