@@ -30,7 +30,6 @@ run is plain GRPO.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import warnings
 from typing import Any
@@ -38,7 +37,6 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate.utils import broadcast_object_list, gather_object
-from transformers import TrainerCallback
 from trl import GRPOTrainer
 
 from . import _trl_compat
@@ -47,17 +45,19 @@ from .audit import DecisionLog
 from .candidates import CandidateStream, IterableCandidateStream, copy_row
 from .depo_config import DEPOConfig
 from .engine import PromptSelector, Scores, SelectorStats
-from .epochs import EpochOfRounds, LoadSwitch, LoadWhenUsed
+from .epochs import EpochOfRounds, LoadSwitch, LoadSwitchCallback, LoadWhenUsed
 from .estimators import PassRateEstimator
 from .features import EmbeddingCache, Featurizer
 from .history import PromptHistory, prompt_key
-from .labels import PassSignalTally, group_outcomes, resolve_pass_order
+from .labels import (PassSignalTally, constant_signal_message, group_outcomes, no_pass_reward_message,
+                     resolve_pass_order)
 from .prompt_encoder import PromptEncoder, adapter_context, check_adapter, sharded_prefill
-from .rounds import Round, RolloutCounter, audit_record, round_metrics, warmup_indices
+from .rounds import (Round, RolloutCounter, audit_record, candidate_fingerprint, check_same_candidates, round_metrics,
+                     warmup_indices)
 from .selection import REASON_BAND, Selection, in_band
 from .state import load_state, save_state
-from .trainer_setup import (candidate_prompt, check_metadata_columns, check_train_dataset, first_training_prompt,
-                            is_map_style, read_warm_start_file, render_like_training)
+from .trainer_setup import (candidate_prompt, check_metadata_columns, check_train_dataset, is_map_style,
+                            read_warm_start_file, warm_start)
 from .usability import IndexRecorder, checked_reward_funcs, cpu_hint, resolve_tiny_model
 from .zero_variance import mask_zero_variance_groups, zero_advantage_groups
 
@@ -73,19 +73,6 @@ def _quiet_trl_deprecations():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
         yield
-
-
-class _LoadSwitchCallback(TrainerCallback):
-    """Turns off row loading for TRL's discarded batches as soon as DEPO filters (see ``depo_trl.epochs``)."""
-
-    def __init__(self, trainer):
-        self.trainer = trainer
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.trainer.depo_load_switch.skip = self.trainer.depo_filtering
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.trainer.depo_load_switch.skip = self.trainer.depo_filtering
 
 
 class DEPOTrainer(GRPOTrainer):
@@ -146,16 +133,17 @@ class DEPOTrainer(GRPOTrainer):
             args.depo_warm_start_path, args.depo_warm_start_max_prompts, self.depo_featurizer.metadata_columns)
         self._depo_trl_columns: list[str] | None = None  # the columns TRL's dataloader keeps (remove_unused_columns)
         self._depo_hidden_columns: list[str] = []  # metadata columns DEPO asked TRL's dataloader to keep for it
-        stream = CandidateStream(len(self.train_dataset), seed=args.seed, shuffle=self.shuffle_dataset) if (
-            is_map_style(self.train_dataset)) else IterableCandidateStream(seed=args.seed, shuffle=self.shuffle_dataset)
-        self.depo_candidates = stream
+        if is_map_style(self.train_dataset):
+            self.depo_candidates = CandidateStream(len(self.train_dataset), args.seed, shuffle=self.shuffle_dataset)
+        else:
+            self.depo_candidates = IterableCandidateStream(seed=args.seed, shuffle=self.shuffle_dataset)
         self.depo_decisions = DecisionLog(args.output_dir, max_bytes=int(args.depo_audit_max_mb * 2**20))
         self._depo_capture = False
         self._depo_rewards: torch.Tensor | None = None
         self._depo_failures_logged = 0  # estimator failures already reported in depo/estimator_failures
         self.depo_rollouts = RolloutCounter(args.depo_max_rollouts_per_epoch)
         self.depo_load_switch = LoadSwitch()
-        self.add_callback(_LoadSwitchCallback(self))
+        self.add_callback(LoadSwitchCallback(self))
         check_adapter(self.accelerator.unwrap_model(self.model), args.depo_embedding_adapter,
                       self.depo_selector.needs_embedding)
         self._depo_index_recorder: IndexRecorder | None = None  # set with the train sampler (warm-up row indices)
@@ -303,8 +291,8 @@ class DEPOTrainer(GRPOTrainer):
         walk = self.depo_candidates if isinstance(self.depo_candidates, CandidateStream) else None
         if not self.depo_filtering:
             # GRPO's own batch: G contiguous copies per prompt across the ranks' concatenated rows.
-            prompts = gather_object([self._candidate_prompt(x) for x in inputs])[::group]
-            metadata = {c: gather_object([x[c] for x in inputs])[::group] for c in self.depo_featurizer.metadata_columns}
+            prompts = gather_object([candidate_prompt(x) for x in inputs])[::group]
+            metadata = {c: gather_object([x[c] for x in inputs])[::group] for c in self.depo_selector.metadata_columns}
             environments = (None if self.environment_factories is None
                             else gather_object([x.get("environment") for x in inputs])[::group])
             scores, embed_seconds = self._score(prompts, metadata, environments)
@@ -312,7 +300,7 @@ class DEPOTrainer(GRPOTrainer):
                                  in_band=in_band(scores.predicted, *self.depo_selector.band))
             if walk is not None:  # warm-up rollouts count toward the walk's pass
                 self.depo_rollouts.count(scores.keys, [walk.epoch] * len(prompts))
-            indices = warmup_indices(self._depo_index_recorder, self.train_dataset, scores.keys, self._candidate_prompt)
+            indices = warmup_indices(self._depo_index_recorder, self.train_dataset, scores.keys, candidate_prompt)
             warmup = self.args.depo_candidate_multiplier > 1  # with K = 1 no round ever filters: none is warm-up
             return Round(scores, indices, keep_all, warmup, embed_seconds), self._trl_rows(inputs)
         if self._depo_index_recorder is not None:
@@ -322,12 +310,12 @@ class DEPOTrainer(GRPOTrainer):
             skip = None
             if self.args.depo_max_rollouts_per_epoch is not None:
                 skip = lambda row, pass_index: self.depo_rollouts.over_cap(  # noqa: E731
-                    prompt_key(self._candidate_prompt(row)), pass_index)
+                    prompt_key(candidate_prompt(row)), pass_index)
             indices, rows = walk.draw(self.train_dataset, self.depo_pool_size, skip=skip)
         else:
             indices, rows = self.depo_candidates.draw(self.train_dataset, self.depo_pool_size)
         metadata = {c: [row[c] for row in rows] for c in self.depo_featurizer.metadata_columns}
-        scores, embed_seconds = self._score([self._candidate_prompt(row) for row in rows], metadata,
+        scores, embed_seconds = self._score([candidate_prompt(row) for row in rows], metadata,
                                             [row.get("environment") for row in rows])
         selection = self._select(scores, self.args.generation_batch_size // group)
         if walk is not None:
@@ -356,22 +344,12 @@ class DEPOTrainer(GRPOTrainer):
         return gather_object([fingerprint])
 
     def _check_same_candidates(self, scores: Scores) -> None:
-        """Every rank draws the same candidates without talking (same seed, same walk); a dataset that differs
-        between ranks (e.g. shuffled per process) would make rank 0's pick roll out other prompts elsewhere and
-        break the G-contiguous layout silently. One cheap digest per rank, compared on every rank, so all fail."""
-        digest = hashlib.blake2b(np.ascontiguousarray(scores.keys, dtype=np.int64).tobytes(), digest_size=8).hexdigest()
-        fingerprints = self._gather_fingerprints(digest)
-        if len(set(fingerprints)) > 1:
-            raise RuntimeError(
-                f"DEPO's ranks drew different candidate prompts this round (fingerprints per rank: {fingerprints}), so "
-                "rank 0's selection cannot be applied. Give every process the same train_dataset in the same order "
-                "(do not shard or shuffle it per process; DEPO and TRL's sampler split the work themselves)."
-            )
+        """Every rank draws the same candidates without talking (same seed, same walk): one cheap digest per rank,
+        compared on every rank, so all fail if a rank drew others (``rounds.check_same_candidates``)."""
+        check_same_candidates(self._gather_fingerprints(candidate_fingerprint(scores.keys)))
 
     # ------------------------------------------------------------------ prompt encoding (depo_trl.prompt_encoder)
-    @staticmethod
-    def _candidate_prompt(row: dict):
-        return candidate_prompt(row)
+    _candidate_prompt = staticmethod(candidate_prompt)
 
     def _render(self, prompts: list, environments: list | None = None) -> tuple[list[str], list[list[int]], Any]:
         """Prompts as the model sees them, their token ids, and the tokenizer. Rendered by TRL's own generation
@@ -403,24 +381,13 @@ class DEPOTrainer(GRPOTrainer):
         return self.depo_selector.featurize(**encoded.selector_inputs(metadata))
 
     def _warm_start(self) -> None:
-        """Fit the estimator on a file of measured pass rates, with the features training will use: prompts rendered
-        as training prompts are, metadata from the file's own columns, embeddings from the initial policy."""
-        rows = self._depo_warm_start_rows
-        example = (first_training_prompt(self.train_dataset) if any(isinstance(r["_prompt"], str) for r in rows)
-                   else None)
-        prompts = [render_like_training(row["_prompt"], example) for row in rows]
-        metadata = {c: [row[c] for row in rows] for c in self.depo_featurizer.metadata_columns}
-        passes = np.array([row["_passes"] for row in rows])
-        trials = np.array([row["_trials"] for row in rows])
-        scale = np.minimum(1.0, float(self.num_generations) / trials)  # a 128-sample measurement weighs like a group
-        inputs = self.depo_encoder.encode(prompts, metadata=metadata).selector_inputs(metadata)
-        try:
-            self.depo_selector.fit(passes=passes * scale, trials=trials * scale, **inputs)
-        except Exception as exc:  # a failing estimator never stops training
-            self.depo_selector._failed("warm start", exc)
+        """Fit the estimator on the file of measured pass rates (``trainer_setup.warm_start``), once."""
+        warm_start(self.depo_selector, self.depo_encoder, self._depo_warm_start_rows, self.train_dataset,
+                   self.num_generations)
+        rows = len(self._depo_warm_start_rows)
+        logger.info("DEPO warm start from %s: %d rows", self.args.depo_warm_start_path, rows)
         self.depo_warm_started = True
         self._depo_warm_start_rows = None
-        logger.info("DEPO warm start from %s: %d rows", self.args.depo_warm_start_path, len(rows))
 
     # ------------------------------------------------------------------ one round: learn
     def _group_outcomes(self, rewards: torch.Tensor | None, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
@@ -433,24 +400,10 @@ class DEPOTrainer(GRPOTrainer):
         never_split = self._depo_pass_tally.add(passes, trials)
         names = [self.reward_func_names[i] for i in self.depo_pass_order]
         if never_split is not None:
-            rounds, hard = self._depo_pass_tally.rounds, never_split == "none"
-            self._warn_once(
-                "pass_signal_constant",
-                f"In DEPO's first {rounds} rounds, {never_split} of {self._depo_pass_tally.scored} scored "
-                f"completions passed (pass reward {names[0]!r} >= depo_pass_threshold="
-                f"{self.args.depo_pass_threshold}), so its estimator cannot tell prompts apart yet. If that reward is "
-                "shaped (a length, a score), set depo_pass_threshold to the value that means a correct answer, or "
-                "depo_pass_reward to a 0/1 reward; if it is 0/1, the prompts so far were all too "
-                f"{'hard' if hard else 'easy'} for the policy.",
-            )
+            self._warn_once("pass_signal_constant", constant_signal_message(
+                never_split, self._depo_pass_tally, names[0], self.args.depo_pass_threshold))
         if no_reward_applies and len(self.depo_pass_order) < len(self.reward_func_names):
-            self._warn_once(
-                "pass_reward_none",
-                f"{no_reward_applies} of {n_groups} prompts this round got None from every pass reward {names}, so "
-                "DEPO learned nothing about them. Add a reward that scores them to depo_pass_reward (a "
-                "comma-separated priority list), or leave depo_pass_reward unset to fall back to every reward "
-                "function in order.",
-            )
+            self._warn_once("pass_reward_none", no_pass_reward_message(no_reward_applies, n_groups, names))
         return passes, trials
 
     def _warn_once(self, what: str, message: str) -> None:

@@ -92,3 +92,23 @@ class PassSignalTally:
     @property
     def scored(self) -> int:
         return int(self.tally[2])
+
+
+def constant_signal_message(verdict: str, tally: PassSignalTally, reward: str, threshold: float) -> str:
+    """The warning for a pass signal that never split (``verdict`` from ``PassSignalTally.add``)."""
+    return (
+        f"In DEPO's first {tally.rounds} rounds, {verdict} of {tally.scored} scored completions passed (pass reward "
+        f"{reward!r} >= depo_pass_threshold={threshold}), so its estimator cannot tell prompts apart yet. If that "
+        "reward is shaped (a length, a score), set depo_pass_threshold to the value that means a correct answer, or "
+        "depo_pass_reward to a 0/1 reward; if it is 0/1, the prompts so far were all too "
+        f"{'easy' if verdict == 'all' else 'hard'} for the policy."
+    )
+
+
+def no_pass_reward_message(unlabelled: int, n_groups: int, rewards: list[str]) -> str:
+    """The warning for groups that every pass reward returned None for."""
+    return (
+        f"{unlabelled} of {n_groups} prompts this round got None from every pass reward {rewards}, so DEPO learned "
+        "nothing about them. Add a reward that scores them to depo_pass_reward (a comma-separated priority list), "
+        "or leave depo_pass_reward unset to fall back to every reward function in order."
+    )

@@ -1,4 +1,5 @@
-"""Prompts -> what ``PromptSelector.score`` reads: rendered text, token ids, keys, policy embeddings, answer likelihood.
+"""Prompts -> what ``PromptSelector.score`` reads: rendered text, token ids, keys, policy embeddings, answer
+likelihood.
 
 The feature groups say what they need (``selector.needs_embedding``, ``selector.answer_likelihood``,
 ``selector.metadata_columns``); ``PromptEncoder`` provides it, so a feature group that reads the model is wired here

@@ -3,11 +3,13 @@
 ``Round`` is what the trainer decides before rollout and keeps until the rewards arrive. ``round_metrics`` and
 ``audit_record`` turn a finished round into its ``depo/*`` metrics and its line of ``depo_decisions.jsonl``.
 ``RolloutCounter`` enforces ``depo_max_rollouts_per_epoch`` (rollouts of one prompt within one pass of the candidate
-walk). ``warmup_indices`` reads a warm-up round's dataset indices back from TRL's sampler. Plain numpy, no TRL.
+walk). ``warmup_indices`` reads a warm-up round's dataset indices back from TRL's sampler. ``candidate_fingerprint``
+and ``check_same_candidates`` make sure every rank drew the same candidates. Plain numpy, no TRL.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -144,3 +146,20 @@ def warmup_indices(recorder, dataset, keys: np.ndarray, candidate_prompt: Callab
         if all(prompt_key(candidate_prompt(row)) == int(k) for row, k in zip(rows, keys)):
             return np.asarray(indices, dtype=np.int64)
     return None
+
+
+def candidate_fingerprint(keys: np.ndarray) -> str:
+    """A cheap digest of one rank's candidate list (its prompt keys, in order)."""
+    return hashlib.blake2b(np.ascontiguousarray(keys, dtype=np.int64).tobytes(), digest_size=8).hexdigest()
+
+
+def check_same_candidates(fingerprints: list[str]) -> None:
+    """Every rank draws the same candidates without talking (same seed, same walk); a dataset that differs between
+    ranks (e.g. shuffled per process) would make rank 0's pick roll out other prompts elsewhere and break the
+    G-contiguous layout silently. Given every rank's fingerprint, on every rank, all fail together."""
+    if len(set(fingerprints)) > 1:
+        raise RuntimeError(
+            f"DEPO's ranks drew different candidate prompts this round (fingerprints per rank: {fingerprints}), so "
+            "rank 0's selection cannot be applied. Give every process the same train_dataset in the same order "
+            "(do not shard or shuffle it per process; DEPO and TRL's sampler split the work themselves)."
+        )

@@ -2,13 +2,16 @@
 
 Everything here runs before any compute (bad input fails with the problem and the fix) or is a pure reading of a
 dataset row: what DEPO scores for a row (``candidate_prompt``), whether the dataset can be indexed, how a
-warm-start prompt is shaped like a training prompt.
+warm-start prompt is shaped like a training prompt; and the warm start itself (``warm_start``, before the first
+round), the same rule as ``estimators.warm_start_from_jsonl`` (``scale_to_trials``).
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from ._warnings import warn_user
-from .estimators.warm_start import read_passrate_jsonl
+from .estimators.warm_start import read_passrate_jsonl, scale_to_trials
 
 
 def is_map_style(dataset) -> bool:
@@ -124,3 +127,20 @@ def render_like_training(prompt, example):
 def first_training_prompt(dataset):
     row = dataset[0] if is_map_style(dataset) else next(iter(dataset))
     return row.get("prompt")
+
+
+def warm_start(selector, encoder, rows: list[dict], dataset, group_size: int) -> None:
+    """Fit ``selector``'s estimator on warm-start ``rows`` (``read_warm_start_file``) with the features training will
+    use: prompts rendered as training prompts are, metadata from the file's own columns, embeddings from the initial
+    policy (``encoder``, a ``PromptEncoder``). A measurement weighs at most like one group of ``group_size``. A
+    failing estimator is counted and warned about, never raised."""
+    example = first_training_prompt(dataset) if any(isinstance(r["_prompt"], str) for r in rows) else None
+    prompts = [render_like_training(row["_prompt"], example) for row in rows]
+    metadata = {c: [row[c] for row in rows] for c in selector.metadata_columns}
+    passes, trials = scale_to_trials(np.array([row["_passes"] for row in rows]),
+                                     np.array([row["_trials"] for row in rows]), group_size)
+    inputs = encoder.encode(prompts, metadata=metadata).selector_inputs(metadata)
+    try:
+        selector.fit(passes=passes, trials=trials, **inputs)
+    except Exception as exc:  # a failing estimator never stops training
+        selector._failed("warm start", exc)
