@@ -3,11 +3,8 @@
 DEPOTrainer overrides a few private methods of ``trl.GRPOTrainer`` narrowly (each calls ``super()``), calls one
 (``_tokenize_prompts``, to render candidates exactly as generation does) and reads a few private attributes:
 ``_metrics`` (the metric store), ``_signature_columns`` (what ``remove_unused_columns`` keeps), and, with TRL
-environments, ``_batch_environments`` / ``_multi_environment`` (which environment's tools render each prompt). It
-also overrides the public ``get_train_dataloader`` relying on how it works inside: it reads ``self.train_dataset``
-when called, so DEPO swaps in a lazily loading view of the dataset for the call (``depo_trl.epochs``). This module
-checks the methods exist when the package is imported, so a TRL release that renames one fails loudly at import
-with the name, not silently mid-run.
+environments, ``_batch_environments`` / ``_multi_environment`` (which environment's tools render each prompt). This module checks they exist when the package is imported, so a TRL release that
+renames one fails loudly at import with the name, not silently mid-run.
 """
 
 from __future__ import annotations
