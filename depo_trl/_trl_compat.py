@@ -26,6 +26,9 @@ OVERRIDDEN_METHODS = (
     "_load_optimizer_and_scheduler",  # ... and comes back on resume
     "_set_signature_columns_if_needed",  # sets `_signature_columns`, the columns remove_unused_columns keeps
     "_get_train_sampler",  # TRL's RepeatSampler, cut into DEPO epochs (depo_trl.epochs)
+    # public, but relied on inside: it builds the dataloader from `self.train_dataset` read at call time, which
+    # DEPO points at depo_trl.epochs.LoadWhenUsed for the call
+    "get_train_dataloader",
 )
 
 #: Private GRPOTrainer methods DEPOTrainer calls.
@@ -53,6 +56,16 @@ def check_trl_version() -> None:
 def metrics(trainer) -> dict:
     """GRPOTrainer's metric store: ``metrics(trainer)["train"][name]`` is a list averaged at each log."""
     return trainer._metrics
+
+
+def signature_columns(trainer) -> list[str]:
+    """The columns TRL's dataloader keeps with ``remove_unused_columns=True`` (set by
+    ``_set_signature_columns_if_needed``)."""
+    return trainer._signature_columns
+
+
+def set_signature_columns(trainer, columns: list[str]) -> None:
+    trainer._signature_columns = columns
 
 
 def checkpoint_dir(trainer, trial) -> str:

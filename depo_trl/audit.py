@@ -2,10 +2,11 @@
 
 ``<output_dir>/depo_decisions.jsonl`` holds one object per generation round: the step, whether it was warm-up,
 and per candidate its dataset index (when known), prompt key, token count, times seen before, predicted pass
-rate, the decision (``band``/``explore``/``fill``/... when rolled out; ``skip_too_easy``, ``skip_too_hard`` or
-``skip_in_band`` when not), the rollout order (``rolled_out``: candidate positions) and, for rolled-out prompts, the observed passes and scorable completions. When the
-file passes ``max_bytes`` it is renamed to ``depo_decisions.1.jsonl`` (replacing an older one) and a new file is
-started, so the trail never takes more than about twice ``max_bytes`` on disk. On resume, records of rounds after
+rate, the decision (``band``/``explore``/``fill``/... when rolled out; ``skip_too_easy``, ``skip_too_hard``,
+``skip_in_band`` or ``skip_uniform`` when not: ``depo_trl.selection.skip_reason``), the rollout order
+(``rolled_out``: candidate positions) and, for rolled-out prompts, the observed passes and scorable completions.
+When the file passes ``max_bytes`` it is renamed to ``depo_decisions.1.jsonl`` (replacing an older one) and a new
+file is started, so the trail never takes more than about twice ``max_bytes`` on disk. On resume, records of rounds after
 the checkpoint are dropped (``discard_after``): the resumed run writes those rounds again.
 """
 
@@ -15,6 +16,8 @@ import json
 import math
 import os
 from typing import Any
+
+from .selection import SKIP_IN_BAND, skip_reason
 
 FILE_NAME = "depo_decisions.jsonl"
 ROTATED_NAME = "depo_decisions.1.jsonl"
@@ -39,7 +42,6 @@ class DecisionLog:
         with open(self.path, "a") as f:
             f.write(line + "\n")
 
-
     def discard_after(self, last_round: int) -> int:
         """Drop records of rounds after ``last_round`` (a resumed run is about to redo them, so they would appear
         twice); returns how many were dropped."""
@@ -59,14 +61,11 @@ class DecisionLog:
         return dropped
 
 
-def skip_reason(predicted: float, low: float, high: float) -> str:
-    if not math.isfinite(predicted):
-        return "skip_uniform"
-    if predicted > high:
-        return "skip_too_easy"
-    if predicted < low:
-        return "skip_too_hard"
-    return "skip_in_band"
+def skip_decision(predicted: float, low: float, high: float) -> str:
+    """The audit's decision for a candidate that was not rolled out: ``skip_`` + ``selection.skip_reason`` (the
+    in-band reason written shorter, ``skip_in_band``)."""
+    reason = skip_reason(predicted, low, high)
+    return "skip_in_band" if reason == SKIP_IN_BAND else f"skip_{reason}"
 
 
 def read_decisions(directory: str) -> list[dict[str, Any]]:

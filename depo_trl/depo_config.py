@@ -12,7 +12,7 @@ from trl import GRPOConfig
 from .deepspeed_checks import check_deepspeed_precision
 from .estimators import resolve_estimator_class
 from .features import check_feature_names
-from .selection import check_policy_name
+from .selection import check_band, check_exploration, check_policy_name
 
 EMBEDDING_POOLINGS = ("mean", "last")
 EMBEDDING_ADAPTER = ("on", "off")
@@ -250,20 +250,8 @@ class DEPOConfig(GRPOConfig):
                 f"depo_candidate_multiplier must be an integer >= 1, got {self.depo_candidate_multiplier!r}.",
                 "Use 1 to score only the prompts that are rolled out, or e.g. 4 to score four candidates per rollout.",
             )
-        for name in ("depo_band_low", "depo_band_high"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                fail(f"{name} must be a pass rate in [0, 1], got {value!r}.", "The paper uses 0.15 and 0.85.")
-        if self.depo_band_low >= self.depo_band_high:
-            fail(
-                f"depo_band_low ({self.depo_band_low}) must be below depo_band_high ({self.depo_band_high}).",
-                "Swap them, or widen the band (the paper uses [0.15, 0.85]).",
-            )
-        if not 0.0 <= self.depo_exploration < 1.0:
-            fail(
-                f"depo_exploration must be in [0, 1), got {self.depo_exploration!r}.",
-                "It is the share of rollouts spent outside the band; 0.1 is a good default.",
-            )
+        check_band(self.depo_band_low, self.depo_band_high, names=("depo_band_low", "depo_band_high"))
+        check_exploration(self.depo_exploration, name="depo_exploration")
         if not isinstance(self.depo_warmup_steps, int) or self.depo_warmup_steps < 0:
             fail(f"depo_warmup_steps must be an integer >= 0, got {self.depo_warmup_steps!r}.", "Use 0 for none.")
         if not isinstance(self.depo_pass_threshold, (int, float)) or not math.isfinite(self.depo_pass_threshold):

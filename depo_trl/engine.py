@@ -29,9 +29,10 @@ A minimal loop::
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -41,9 +42,20 @@ from ._warnings import warn_user
 from .estimators import PassRateEstimator, make_estimator
 from .features import CandidateBatch, Featurizer
 from .history import PromptHistory, prompt_key
-from .selection import REASON_UNIFORM, Selection, check_policy_name, select
+from .selection import (
+    REASON_UNIFORM,
+    SKIP_IN_BAND,
+    SKIP_REASONS,
+    SKIP_TOO_EASY,
+    SKIP_TOO_HARD,
+    Selection,
+    check_band,
+    check_exploration,
+    check_policy_name,
+    in_band,
+    select,
+)
 
-SKIP_REASONS = ("too_easy", "too_hard", "in_band_not_needed")
 DENSE_TEXT_DIM = 128  # default width of the text group for estimators that need dense input
 
 
@@ -112,6 +124,21 @@ def _word_counts(texts: Sequence[str]) -> np.ndarray:
     return np.array([len(t.split()) for t in texts], dtype=np.int64)
 
 
+#: ``PromptSelector`` argument -> the ``DEPOConfig`` field it is built from (``band`` comes from
+#: ``depo_band_low`` and ``depo_band_high``; ``group_size`` and ``seed`` from GRPO's own fields).
+CONFIG_FIELDS = {
+    "estimator": "depo_estimator",
+    "estimator_kwargs": "depo_estimator_kwargs",
+    "features": "depo_features",
+    "feature_options": "depo_feature_options",
+    "embedding_dim": "depo_embedding_dim",
+    "selection": "depo_selection",
+    "exploration": "depo_exploration",
+    "revisit_after": "depo_revisit_after",
+    "history_max_prompts": "depo_history_max_prompts",
+}
+
+
 class PromptSelector:
     """DEPO's selection loop: featurizer, pass-rate estimator, per-prompt history, selection policy, RNG, totals.
 
@@ -147,15 +174,10 @@ class PromptSelector:
     ):
         if int(group_size) < 1:
             raise ValueError(f"group_size must be >= 1, got {group_size}.")
-        low, high = float(band[0]), float(band[1])
-        if not 0.0 <= low < high <= 1.0:
-            raise ValueError(f"band must satisfy 0 <= low < high <= 1, got {band}.")
-        if not 0.0 <= exploration < 1.0:
-            raise ValueError(f"exploration must be in [0, 1), got {exploration}.")
         check_policy_name(selection)
         self.group_size = int(group_size)
-        self.band = (low, high)
-        self.exploration = float(exploration)
+        self.band = check_band(*band)
+        self.exploration = check_exploration(exploration)
         self.selection = selection
         self.revisit_after = revisit_after
         if isinstance(estimator, str):
@@ -174,6 +196,25 @@ class PromptSelector:
         self.stats = SelectorStats()
         self.on_failure: Callable[[str, Exception], None] | None = None  # hook for the caller's own reporting
         self._warned: set[str] = set()
+
+    @classmethod
+    def from_config(cls, config, *, group_size: int, seed: int, estimator: str | PassRateEstimator | None = None
+                    ) -> PromptSelector:
+        """The selector a DEPO run uses: ``config`` is a ``DEPOConfig`` or a mapping of its ``depo_*`` fields (the
+        ``"depo"`` part of ``depo_run.json``); a field it lacks takes this class's default. ``estimator`` (an
+        instance, or a name) overrides ``depo_estimator``; an instance ignores ``depo_estimator_kwargs``."""
+        def field(name: str, default):
+            return config.get(name, default) if isinstance(config, Mapping) else getattr(config, name, default)
+
+        defaults = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()}
+        kwargs = {arg: field(name, defaults[arg]) for arg, name in CONFIG_FIELDS.items()}
+        kwargs["band"] = (field("depo_band_low", defaults["band"][0]), field("depo_band_high", defaults["band"][1]))
+        kwargs["estimator_kwargs"] = kwargs["estimator_kwargs"] or None
+        if estimator is not None:
+            kwargs["estimator"] = estimator
+            if not isinstance(estimator, str):
+                kwargs["estimator_kwargs"] = None
+        return cls(group_size=group_size, seed=seed, **kwargs)
 
     # ------------------------------------------------------------------ what the caller must supply
     @property
@@ -406,11 +447,11 @@ class PromptSelector:
         values = np.asarray(values, dtype=np.float64)
         return values if values.shape == keys.shape and np.isfinite(values).all() and (values >= 0).all() else None
 
-    def _count_round(self, scores: Scores, chosen, useful, labelled, in_band) -> None:
+    def _count_round(self, scores: Scores, chosen, useful, labelled, band) -> None:
         n_candidates, n_chosen = len(scores), len(chosen)
         low, high = self.band
-        if in_band is None:
-            in_band = (scores.predicted >= low) & (scores.predicted <= high)
+        if band is None:
+            band = in_band(scores.predicted, low, high)
         s = self.stats
         s.rounds += 1
         s.candidates_scored += n_candidates
@@ -421,9 +462,9 @@ class PromptSelector:
         s.labelled_groups += int(labelled.sum())
         skipped = np.setdiff1d(np.arange(n_candidates), chosen)
         predicted_skipped = scores.predicted[skipped]
-        s.skipped_by_reason["too_easy"] += int((predicted_skipped > high).sum())
-        s.skipped_by_reason["too_hard"] += int((predicted_skipped < low).sum())
-        s.skipped_by_reason["in_band_not_needed"] += int(np.asarray(in_band)[skipped].sum())
+        s.skipped_by_reason[SKIP_TOO_EASY] += int((predicted_skipped > high).sum())
+        s.skipped_by_reason[SKIP_TOO_HARD] += int((predicted_skipped < low).sum())
+        s.skipped_by_reason[SKIP_IN_BAND] += int(np.asarray(band)[skipped].sum())
 
     def _failed(self, what: str, exc: Exception) -> None:
         self.stats.estimator_failures += 1

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from torch.utils.data import Dataset, Sampler
+from transformers import TrainerCallback
 
 PLACEHOLDER = {"prompt": ""}  # what a discarded batch holds once filtering has begun
 
@@ -93,3 +94,17 @@ class LoadWhenUsed(Dataset):
     @property
     def column_names(self):
         return getattr(self.dataset, "column_names", None)
+
+
+class LoadSwitchCallback(TrainerCallback):
+    """Turns off row loading for TRL's discarded batches as soon as the trainer filters (``trainer.depo_filtering``;
+    checked at the start of training and after every optimizer step)."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer.depo_load_switch.skip = self.trainer.depo_filtering
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer.depo_load_switch.skip = self.trainer.depo_filtering

@@ -39,6 +39,8 @@ import random
 import re
 from collections.abc import Callable, Sequence
 
+from .completions import completion_text
+
 FAMILIES = (
     "add",
     "sub",
@@ -403,8 +405,6 @@ def graded_reward(completions, answer, answer_kind=None, **kwargs) -> list[float
     ``answer_kind`` (a dataset column) says how to compare; without it a numeric gold answer is compared as a
     number and anything else as a word.
     """
-    from .rewards import completion_text
-
     if len(completions) != len(answer):
         raise ValueError(f"graded_reward got {len(completions)} completions but {len(answer)} answers.")
     kinds = list(answer_kind) if answer_kind is not None else [_infer_kind(a) for a in answer]

@@ -28,8 +28,9 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
-from .tasks import ControlledReward, letters_reward
+from .completions import completion_text
 from .graded_tasks import graded_reward
+from .tasks import ControlledReward, letters_reward
 
 GSM8K_SYSTEM_PROMPT = (
     "Solve the math word problem step by step. At the end, give the final answer as a number, either in "
@@ -40,21 +41,6 @@ MATH_SYSTEM_PROMPT = (
 )
 
 # ----------------------------------------------------------------------------------------------- text helpers
-
-
-def completion_text(completion) -> str:
-    """The text of one completion, standard (``str``) or conversational (list of messages)."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, dict):
-        return str(completion.get("content", ""))
-    if isinstance(completion, (list, tuple)):
-        return "".join(completion_text(message) for message in completion if _is_assistant(message))
-    return str(completion)
-
-
-def _is_assistant(message) -> bool:
-    return not isinstance(message, dict) or message.get("role", "assistant") == "assistant"
 
 
 def last_boxed(text: str) -> str | None:

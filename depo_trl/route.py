@@ -208,21 +208,8 @@ def selector_from_run_config(config: dict):
     """The ``PromptSelector`` a run's ``DEPOTrainer`` built (same features, options, seed and estimator), empty."""
     from .engine import PromptSelector
 
-    depo = config["depo"]
-    return PromptSelector(
-        group_size=config.get("num_generations") or 1,
-        estimator=depo.get("depo_estimator", "logistic"),
-        estimator_kwargs=depo.get("depo_estimator_kwargs") or None,
-        features=depo["depo_features"],
-        feature_options=depo.get("depo_feature_options"),
-        embedding_dim=depo.get("depo_embedding_dim", 16),
-        selection=depo.get("depo_selection", "band"),
-        band=(depo.get("depo_band_low", 0.15), depo.get("depo_band_high", 0.85)),
-        exploration=depo.get("depo_exploration", 0.1),
-        revisit_after=depo.get("depo_revisit_after", 256),
-        history_max_prompts=depo.get("depo_history_max_prompts", 1_000_000),
-        seed=config.get("seed", 42),
-    )
+    return PromptSelector.from_config(config["depo"], group_size=config.get("num_generations") or 1,
+                                      seed=config.get("seed", 42))
 
 
 def predict_pass_rates(prompts: list, state: dict, config: dict, tokenizer, model=None, metadata=None) -> np.ndarray:
@@ -230,38 +217,30 @@ def predict_pass_rates(prompts: list, state: dict, config: dict, tokenizer, mode
     chat-templated text, token counts, pooled policy embedding, history keyed by the raw prompt."""
     from trl.data_utils import maybe_apply_chat_template
 
-    from .embedding import answer_token_ids, embed_and_score_answers
-    from .history import prompt_key
+    from .prompt_encoder import PromptEncoder, encoder_settings, sharded_prefill
 
     selector = selector_from_run_config(config)
     try:
         selector.load_state_dict(state)
     except ValueError as exc:  # an estimator other than the one the config names
         raise ValueError(f"{exc} Pass the recipe the run was really trained with (--config).") from None
-    depo = config["depo"]
-    texts = [maybe_apply_chat_template({"prompt": p}, tokenizer)["prompt"] for p in prompts]
-    token_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    settings = encoder_settings(config["depo"])
     wanted = selector.metadata_columns
     if wanted and (metadata is None or any(c not in metadata for c in wanted)):
         raise ValueError(f"The run's 'metadata' features read columns {wanted}; every prompt row must carry them.")
-    embeddings = answer_logprobs = None
-    answers = selector.answer_likelihood
-    if selector.needs_embedding or answers is not None:
-        limit = depo.get("depo_embedding_max_length", 512)
-        answer_ids = (None if answers is None else
-                      answer_token_ids(tokenizer, metadata[answers.column], answers.prefix, answers.max_tokens))
-        embeddings, answer_logprobs = embed_and_score_answers(
-            model, [ids[-limit:] for ids in token_ids], answer_ids, tokenizer.pad_token_id,
-            pooling=depo.get("depo_embedding_pooling", "mean"), batch_size=depo.get("depo_embedding_batch_size", 16),
-            device=next(model.parameters()).device,
+
+    def render(prompts, environments):  # the run's chat template, as TRL applies it to a plain dataset
+        texts = [maybe_apply_chat_template({"prompt": p}, tokenizer)["prompt"] for p in prompts]
+        return texts, tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    def embed(token_ids, pad_token_id, answer_ids):  # one process, the model's own device
+        return sharded_prefill(
+            model, token_ids, answer_ids, pad_token_id, pooling=settings["depo_embedding_pooling"],
+            batch_size=settings["depo_embedding_batch_size"], device=next(model.parameters()).device,
         )
-        embeddings = embeddings.cpu().double().numpy() if selector.needs_embedding else None
-        answer_logprobs = None if answers is None else answer_logprobs.cpu().double().numpy()
-    scores = selector.score(
-        texts, keys=np.array([prompt_key(p) for p in prompts], dtype=np.int64),
-        token_counts=np.array([len(t) for t in token_ids]), embeddings=embeddings,
-        metadata={c: metadata[c] for c in wanted} or None, answer_logprobs=answer_logprobs,
-    )
+
+    encoder = PromptEncoder(selector, tokenizer, render, embed, max_length=settings["depo_embedding_max_length"])
+    scores, _ = encoder.score(prompts, metadata={c: metadata[c] for c in wanted} or None)
     if scores.failed:
         raise ValueError("The run's estimator could not predict these prompts (see the warning above).")
     return scores.predicted

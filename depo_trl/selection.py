@@ -45,6 +45,58 @@ REASON_RANK, REASON_REVISIT = "rank", "revisit"
 REASON_UNIFORM = "uniform"  # the estimator failed: a uniform pick
 REASONS = (REASON_BAND, REASON_EXPLORE, REASON_FILL, REASON_RANK, REASON_REVISIT, REASON_UNIFORM)
 
+# Why a candidate was not rolled out: the one vocabulary of the engine's totals and the audit trail (which writes
+# ``skip_<reason>``, the in-band one shortened to ``skip_in_band``).
+SKIP_TOO_EASY, SKIP_TOO_HARD, SKIP_IN_BAND = "too_easy", "too_hard", "in_band_not_needed"
+SKIP_UNIFORM = "uniform"  # the estimator failed: no prediction to judge by
+SKIP_REASONS = (SKIP_TOO_EASY, SKIP_TOO_HARD, SKIP_IN_BAND)
+
+
+def check_band(low: float, high: float, names: tuple[str, str] = ("band low", "band high")) -> tuple[float, float]:
+    """The target band as floats; refuses anything but ``0 <= low < high <= 1`` (``names`` say what to fix)."""
+    for name, value in zip(names, (low, high)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
+            0.0 <= value <= 1.0
+        ):
+            raise ValueError(f"{name} must be a pass rate in [0, 1], got {value!r}. The paper uses 0.15 and 0.85.")
+    if low >= high:
+        raise ValueError(
+            f"{names[0]} ({low}) must be below {names[1]} ({high}): the band must satisfy 0 <= low < high <= 1. "
+            "Swap them, or widen the band (the paper uses [0.15, 0.85])."
+        )
+    return float(low), float(high)
+
+
+def check_exploration(exploration: float, name: str = "exploration", *, allow_all: bool = False) -> float:
+    """The exploration share as a float; refuses anything outside ``[0, 1)``. A training run never explores with
+    every pick (it would never use its predictions); ``select`` itself accepts 1 (``allow_all``): all picks uniform
+    from what the policy would not pick."""
+    valid = not isinstance(exploration, bool) and isinstance(exploration, (int, float, np.integer, np.floating))
+    if not valid or not (0.0 <= exploration <= 1.0 if allow_all else 0.0 <= exploration < 1.0):
+        interval = "[0, 1]" if allow_all else "[0, 1)"
+        raise ValueError(
+            f"{name} must be in {interval}, got {exploration!r}. It is the share of rollouts spent outside what the "
+            "policy would pick; 0.1 is a good default."
+        )
+    return float(exploration)
+
+
+def in_band(p: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Whether each predicted pass rate lies in the band ``[low, high]`` (NaN never does)."""
+    p = np.asarray(p, dtype=np.float64)
+    return (p >= low) & (p <= high)
+
+
+def skip_reason(predicted: float, low: float, high: float) -> str:
+    """Why a candidate with this prediction was not rolled out (one of ``SKIP_REASONS``, or ``SKIP_UNIFORM``)."""
+    if not np.isfinite(predicted):
+        return SKIP_UNIFORM
+    if predicted > high:
+        return SKIP_TOO_EASY
+    if predicted < low:
+        return SKIP_TOO_HARD
+    return SKIP_IN_BAND
+
 
 def expected_usefulness(p: np.ndarray, group_size: int) -> np.ndarray:
     """Probability that a group of ``group_size`` completions with pass rate ``p`` is not all-equal."""
@@ -67,10 +119,6 @@ class Selection:
     @property
     def n_filled(self) -> int:
         return self.reasons.count(REASON_FILL)
-
-    @property
-    def n_revisited(self) -> int:
-        return self.reasons.count(REASON_REVISIT)
 
 
 def _ranked(candidates: np.ndarray, score: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -98,10 +146,10 @@ def select_in_band(
         raise ValueError(f"Cannot select {n_select} prompts from {n} candidates.")
     if not np.isfinite(pass_rate).all():
         raise ValueError("Predicted pass rates contain NaN or infinity.")
-    in_band = (pass_rate >= low) & (pass_rate <= high)
+    band = in_band(pass_rate, low, high)
     usefulness = expected_usefulness(pass_rate, group_size)
-    inside = np.flatnonzero(in_band)
-    outside = np.flatnonzero(~in_band)
+    inside = np.flatnonzero(band)
+    outside = np.flatnonzero(~band)
 
     expected_explore = exploration * n_select
     n_explore = int(np.floor(expected_explore)) + int(rng.random() < expected_explore - np.floor(expected_explore))
@@ -116,7 +164,7 @@ def select_in_band(
 
     indices = np.concatenate([banded, explored, filled]).astype(np.int64)
     reasons = [REASON_BAND] * len(banded) + [REASON_EXPLORE] * len(explored) + [REASON_FILL] * len(filled)
-    return Selection(indices=indices, reasons=reasons, in_band=in_band)
+    return Selection(indices=indices, reasons=reasons, in_band=band)
 
 
 # ------------------------------------------------------------------------------------------ uncertainty-aware
@@ -152,7 +200,7 @@ def _n_explore(exploration: float, n_slots: int, rng: np.random.Generator) -> in
 
 
 def _rank_then_explore(
-    score: np.ndarray, n_select: int, exploration: float, rng: np.random.Generator, in_band: np.ndarray
+    score: np.ndarray, n_select: int, exploration: float, rng: np.random.Generator, band: np.ndarray
 ) -> Selection:
     """Top ``n_select - n_explore`` by ``score`` (ties random), then ``n_explore`` uniform picks from the rest."""
     n = len(score)
@@ -162,7 +210,7 @@ def _rank_then_explore(
     rest = ranked[n_select - n_explore :]
     explored = rng.choice(rest, size=n_explore, replace=False) if n_explore else np.empty(0, dtype=np.int64)
     indices = np.concatenate([top, explored]).astype(np.int64)
-    return Selection(indices, [REASON_RANK] * len(top) + [REASON_EXPLORE] * len(explored), in_band)
+    return Selection(indices, [REASON_RANK] * len(top) + [REASON_EXPLORE] * len(explored), band)
 
 
 def _policy_band(p, n_select, group_size, rng, uncertainty, low, high, exploration) -> Selection:
@@ -171,7 +219,7 @@ def _policy_band(p, n_select, group_size, rng, uncertainty, low, high, explorati
 
 def _policy_usefulness(p, n_select, group_size, rng, uncertainty, low, high, exploration) -> Selection:
     score = expected_usefulness_beta(p, uncertainty, group_size)
-    return _rank_then_explore(score, n_select, exploration, rng, (p >= low) & (p <= high))
+    return _rank_then_explore(score, n_select, exploration, rng, in_band(p, low, high))
 
 
 def _policy_thompson(p, n_select, group_size, rng, uncertainty, low, high, exploration) -> Selection:
@@ -179,7 +227,7 @@ def _policy_thompson(p, n_select, group_size, rng, uncertainty, low, high, explo
     a, b = _beta_parameters(p, sd)
     sample = rng.beta(a, b)
     score = expected_usefulness(sample, group_size)
-    return _rank_then_explore(score, n_select, exploration, rng, (p >= low) & (p <= high))
+    return _rank_then_explore(score, n_select, exploration, rng, in_band(p, low, high))
 
 
 #: name -> policy(p, n_select, group_size, rng, uncertainty, low, high, exploration) -> Selection
@@ -240,8 +288,7 @@ def select(
         raise ValueError("Predicted pass rates contain NaN or infinity.")
     if group_size < 1:
         raise ValueError(f"group_size must be >= 1, got {group_size}.")
-    if not 0 <= exploration <= 1:
-        raise ValueError(f"exploration must be in [0, 1], got {exploration}.")
+    check_exploration(exploration, allow_all=True)
     p = np.clip(p, 0.0, 1.0)
     if uncertainty is not None:
         uncertainty = np.asarray(uncertainty, dtype=np.float64).reshape(-1)
@@ -249,7 +296,7 @@ def select(
             raise ValueError(f"uncertainty has {len(uncertainty)} values for {n} candidates.")
         if not np.isfinite(uncertainty).all() or (uncertainty < 0).any():
             raise ValueError("uncertainty must be finite and >= 0 (a standard deviation per candidate).")
-    in_band = (p >= low) & (p <= high)
+    band = in_band(p, low, high)
 
     revisit = np.empty(0, dtype=np.int64)
     if rounds_since is not None and revisit_after is not None:
@@ -271,4 +318,4 @@ def select(
     )
     indices = np.concatenate([revisit, rest[sub.indices]]).astype(np.int64)
     reasons = [REASON_REVISIT] * len(revisit) + list(sub.reasons)
-    return Selection(indices=indices, reasons=reasons, in_band=in_band)
+    return Selection(indices=indices, reasons=reasons, in_band=band)

@@ -106,8 +106,8 @@ def test_trainer_scores_candidates_by_the_answer_likelihood(tokenizer, config_fa
     trainer.train()
     assert trainer.depo_stats.rounds == 3 and trainer.depo_stats.estimator_failures == 0
     row = trainer.train_dataset[0]
-    texts, token_ids, embeddings, keys, _, answer_logprobs = trainer._prepare([row["prompt"]], metadata={
-        "answer": [row["answer"]]})
+    encoded = trainer.depo_encoder.encode([row["prompt"]], metadata={"answer": [row["answer"]]})
+    embeddings, answer_logprobs = encoded.embeddings, encoded.answer_logprobs
     assert embeddings.shape[0] == 1 and answer_logprobs.shape == (1, 3) and np.isfinite(answer_logprobs).all()
     assert answer_logprobs[0, 0] < 0  # a log-probability of a real answer under a random tiny model
     width = trainer._features([row["prompt"]], {"answer": [row["answer"]]}).shape[1]

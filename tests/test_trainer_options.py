@@ -100,9 +100,9 @@ def test_embedding_with_the_adapter_off_does_not_drift(tokenizer, config_factory
     for adapter in ("on", "off"):
         args = config_factory(max_steps=3, depo_warmup_steps=1, learning_rate=5e-2, depo_embedding_adapter=adapter)
         trainer = _trainer(tokenizer, args, peft_config=lora)
-        before = trainer._prepare(probe)[2]
+        before = trainer.depo_encoder.encode(probe).embeddings
         trainer.train()
-        embeddings[adapter] = (before, trainer._prepare(probe)[2])
+        embeddings[adapter] = (before, trainer.depo_encoder.encode(probe).embeddings)
     np.testing.assert_allclose(*embeddings["off"], atol=1e-6)  # the frozen base model's view
     assert not np.allclose(*embeddings["on"], atol=1e-4)  # the trained policy's view moved
 
@@ -116,3 +116,18 @@ def test_embedding_refresh_cadence_reuses_cached_embeddings(tokenizer, config_fa
     trainer.train()
     # 3 rounds x 16 candidates from 32 prompts: the third round's candidates were all embedded before.
     assert sum(embedded) <= 32 and trainer.depo_stats.rounds == 3
+
+
+def test_warmup_flag_marks_only_warmup_rounds_of_a_filtering_run(tokenizer, config_factory):
+    """K = 1 never filters, so it has no warm-up: depo/warmup and the audit's `warmup` are 0 / False throughout (they
+    used to read 1 forever); with K = 4 the first depo_warmup_steps rounds are warm-up and the rest are not."""
+    from depo_trl.audit import read_decisions
+
+    for multiplier, expected in ((1, [0.0, 0.0]), (4, [1.0, 0.0])):
+        args = config_factory(max_steps=2, depo_warmup_steps=1, depo_candidate_multiplier=multiplier,
+                              output_dir=config_factory().output_dir + f"-k{multiplier}")
+        trainer = _trainer(tokenizer, args)
+        trainer.train()
+        logged = [row["depo/warmup"] for row in trainer.state.log_history if "depo/warmup" in row]
+        assert logged == expected
+        assert [r["warmup"] for r in read_decisions(args.output_dir)] == [bool(w) for w in expected]

@@ -14,6 +14,7 @@ from a file of measured pass rates before training.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 from .base import PassRateEstimator, check_labels
@@ -21,25 +22,79 @@ from .beta import BetaPassRateEstimator
 from .gbdt import GBDTPassRateEstimator
 from .hierarchical import HierarchicalPassRateEstimator
 from .logistic import LogisticPassRateEstimator
-from .ranking import RankingPassRateEstimator
 from .warm_start import warm_start_from_jsonl
 
-ESTIMATORS: dict[str, type[PassRateEstimator]] = {
-    cls.name: cls
-    for cls in (
-        LogisticPassRateEstimator,
-        GBDTPassRateEstimator,
-        BetaPassRateEstimator,
-        RankingPassRateEstimator,
-        HierarchicalPassRateEstimator,
-    )
-}
+# Registered names whose class is imported on first use: ``ranking`` needs torch, which the engine does not.
+_LAZY = {"ranking": (".ranking", "RankingPassRateEstimator")}
 
 
-def register_estimator(cls: type[PassRateEstimator]) -> type[PassRateEstimator]:
-    """Class decorator: make ``cls`` selectable as ``depo_estimator=cls.name``."""
-    ESTIMATORS[cls.name] = cls
-    return cls
+class EstimatorRegistry(MutableMapping):
+    """Registry name -> estimator class. A lazy entry (a module and class name) is imported when it is looked up,
+    so listing the names (``sorted(ESTIMATORS)``) imports nothing."""
+
+    def __init__(self, entries):
+        # a class, or a lazy (name, (module, class name)) pair; registration order is kept
+        self._classes: dict[str, Any] = dict(e if isinstance(e, tuple) else (e.name, e) for e in entries)
+
+    def __getitem__(self, name: str) -> type[PassRateEstimator]:
+        entry = self._classes[name]
+        if isinstance(entry, tuple):
+            module, attr = entry
+            entry = self._classes[name] = getattr(importlib.import_module(module, __name__), attr)
+        return entry
+
+    def __setitem__(self, name: str, cls: type[PassRateEstimator]) -> None:
+        self._classes[name] = cls
+
+    def __delitem__(self, name: str) -> None:
+        del self._classes[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._classes)
+
+    def __len__(self) -> int:
+        return len(self._classes)
+
+    def __repr__(self) -> str:
+        return f"EstimatorRegistry({sorted(self._classes)})"
+
+
+ESTIMATORS = EstimatorRegistry((
+    LogisticPassRateEstimator,
+    GBDTPassRateEstimator,
+    BetaPassRateEstimator,
+    ("ranking", _LAZY["ranking"]),
+    HierarchicalPassRateEstimator,
+))
+
+
+def register_estimator(cls: type[PassRateEstimator] | None = None, *, overwrite: bool = False):
+    """Class decorator: make ``cls`` selectable as ``depo_estimator=cls.name``.
+
+    A name already registered is refused (two classes under one name would make a recipe mean whichever was
+    imported last); ``@register_estimator(overwrite=True)`` replaces it on purpose.
+    """
+
+    def register(cls: type[PassRateEstimator]) -> type[PassRateEstimator]:
+        name = getattr(cls, "name", None)
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{cls.__name__} needs a class attribute `name` (a non-empty string) to be registered.")
+        if name in ESTIMATORS and not overwrite and ESTIMATORS._classes[name] is not cls:
+            raise ValueError(
+                f"An estimator is already registered as {name!r}. Give {cls.__name__} another `name`, or replace "
+                "the registered one on purpose with @register_estimator(overwrite=True)."
+            )
+        ESTIMATORS[name] = cls
+        return cls
+
+    return register if cls is None else register(cls)
+
+
+def __getattr__(name: str):
+    for registered, (module, attr) in _LAZY.items():
+        if name == attr:
+            return getattr(importlib.import_module(module, __name__), attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def resolve_estimator_class(spec: str) -> type[PassRateEstimator]:

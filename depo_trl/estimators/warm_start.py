@@ -135,6 +135,14 @@ def featurize_prompts(
     return featurizer.transform(batch, history), keys
 
 
+def scale_to_trials(passes: np.ndarray, trials: np.ndarray, max_trials: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rows measured with more than ``max_trials`` samples scaled down to that many trials (the pass rate kept), so
+    a 128-sample measurement weighs like one group of rollouts rather than sixteen. ``DEPOTrainer``'s warm start
+    uses it with ``max_trials = num_generations``."""
+    scale = np.minimum(1.0, float(max_trials) / np.asarray(trials, dtype=np.float64))
+    return passes * scale, trials * scale
+
+
 def warm_start_from_jsonl(
     estimator,
     featurizer: Featurizer | Callable[[list[str]], np.ndarray],
@@ -178,8 +186,7 @@ def warm_start_from_jsonl(
     metadata = {c: [row.get(c) for row in rows] for c in metadata_columns} or None
     X, keys = featurize_prompts(featurizer, [row["_prompt"] for row in rows], render, count_tokens, metadata, key_fn)
     if max_trials is not None:
-        scale = np.minimum(1.0, float(max_trials) / trials)
-        passes, trials = passes * scale, trials * scale
+        passes, trials = scale_to_trials(passes, trials, max_trials)
     window = getattr(estimator, "window", None)
     if isinstance(window, int) and window < len(rows):
         warnings.warn(
