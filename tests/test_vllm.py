@@ -93,6 +93,8 @@ def _check_weight_sync(result, logp_tolerance=1e-3):
     assert result["vllm_dtype"] == "torch.float32"
     assert len(result["logp_difference"]) == result["steps"]
     assert max(result["logp_difference"]) < logp_tolerance, result["logp_difference"]  # vLLM samples the policy
+    print(f"{result['trainer']} colocate: max |vLLM - policy| before each sync {[s['before'] for s in syncs]}, "
+          f"after {[s['after'] for s in syncs]}; TRL logp difference {result['logp_difference']}")
 
 
 def test_grpo_colocate_weight_sync_reaches_vllm(tmp_path, tiny_vllm_model):
@@ -258,6 +260,6 @@ def test_smollm2_135m_depo_colocate(tmp_path):
     folder = tmp_path / "smollm2-135m"
     _run([sys.executable, "-c", CONVERT_SMOLLM, folder], tmp_path / "convert.log")
     result = _worker(tmp_path, "--trainer", "depo", "--model", folder, "--steps", 3, "--G", 4, "--prompts", 2,
-                     "--completion-length", 8, "--lr", 1e-5)
+                     "--completion-length", 8, "--lr", 1e-5, "--reward", "soft")
     _check_weight_sync(result)
     print(f"SmolLM2-135M DEPO colocate: init {result['init_s']:.1f} s, step times {result['step_time']}")

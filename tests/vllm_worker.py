@@ -71,6 +71,9 @@ def main():
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--features", default="length,history,embedding")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--reward", choices=("letters", "soft"), default="letters",
+                        help="soft: the share of the completion's characters in the allowed set (a real model's "
+                             "first character rarely varies within a group, so its letters reward has no spread)")
     options = parser.parse_args()
 
     import torch
@@ -86,8 +89,13 @@ def main():
 
     reward_calls = []
 
+    def soft_letters_reward(completions, allowed):
+        texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
+        return [sum(ch in chars for ch in text) / max(len(text), 1) for text, chars in zip(texts, allowed)]
+
     def recorded_letters_reward(prompts, completions, allowed, **kwargs):
-        rewards = letters_reward(completions, allowed)
+        score = letters_reward if options.reward == "letters" else soft_letters_reward
+        rewards = score(completions, allowed)
         reward_calls.append({"keys": [prompt_key(p) for p in prompts], "rewards": rewards})
         return rewards
 
