@@ -118,7 +118,7 @@ def test_depo_colocate_weight_sync_and_round_contract(tmp_path, tiny_vllm_model)
         if not decision["warmup"]:
             assert len(decision["prompt_key"]) == result["depo_pool_size"] == 2 * U  # K x U candidates scored
         assert len(decision["rolled_out"]) == len(set(decision["rolled_out"])) == U  # exactly U rolled out
-        assert call == {"rows": U * G, "distinct": U}  # vLLM generated U x G rows
+        assert (call["rows"], call["distinct"]) == (U * G, U)  # vLLM generated U x G rows
         assert len(scored["keys"]) == U * G
         for slot, position in enumerate(decision["rolled_out"]):
             rows = slice(slot * G, (slot + 1) * G)

@@ -9,7 +9,8 @@ writes what the test asserts on to RESULT_JSON:
 - ``syncs``: for every weight sync TRL ran (colocate), the largest |vLLM weight - policy weight| over all parameters
   just before and just after it; vLLM's fused ``qkv_proj`` / ``gate_up_proj`` are compared with the policy's
   q/k/v and gate/up weights stacked (and its vocabulary padding rows left out), so every policy parameter is covered;
-- ``generate_calls``: the prompt rows each vLLM generation call received;
+- ``generate_calls``: the prompt rows each generation call received (vLLM, or the policy's ``generate`` with
+  ``--mode none``) and its wall time;
 - ``reward_calls``: per call of the reward function, each row's prompt key and reward;
 - ``logp_difference``: TRL's per-step ``sampling/sampling_logp_difference/mean`` (vLLM's vs the policy's logprobs);
 - timings: trainer construction (vLLM start included) and training.
@@ -71,6 +72,8 @@ def main():
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--features", default="length,history,embedding")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-sync-check", action="store_true",
+                        help="time the syncs without comparing weights (benchmarks: the comparison is not free)")
     parser.add_argument("--reward", choices=("letters", "soft"), default="letters",
                         help="soft: the share of the completion's characters in the allowed set (a real model's "
                              "first character rarely varies within a group, so its letters reward has no spread)")
@@ -126,22 +129,39 @@ def main():
     init_s = time.perf_counter() - started
 
     syncs, generate_calls = [], []
-    if options.mode != "none":
+    if options.mode == "none":  # transformers generation: TRL calls the (unwrapped) policy's generate
+        model_generate = trainer.model.generate
+
+        def timed_model_generate(*a, **k):
+            started = time.perf_counter()
+            output = model_generate(*a, **k)
+            generate_calls.append({"rows": int(output.shape[0]), "seconds": time.perf_counter() - started})
+            return output
+
+        trainer.model.generate = timed_model_generate
+    else:
         generation = trainer.vllm_generation
         sync, generate = generation.sync_weights, generation.generate
 
+        compare = options.mode == "colocate" and not options.no_sync_check
+
         def measured_sync(*a, **k):
             record = {"step": trainer.state.global_step}
-            if options.mode == "colocate":
+            if compare:
                 record["before"] = vllm_vs_policy(trainer)[0]
+            started = time.perf_counter()
             sync(*a, **k)
-            if options.mode == "colocate":
+            record["seconds"] = time.perf_counter() - started
+            if compare:
                 record["after"], record["covered"], record["tensors"] = vllm_vs_policy(trainer)
             syncs.append(record)
 
         def recorded_generate(prompts, *a, **k):
-            generate_calls.append({"rows": len(prompts), "distinct": len({tuple(p) for p in prompts})})
-            return generate(prompts, *a, **k)
+            started = time.perf_counter()
+            output = generate(prompts, *a, **k)
+            generate_calls.append({"rows": len(prompts), "distinct": len({tuple(p) for p in prompts}),
+                                   "seconds": time.perf_counter() - started})
+            return output
 
         generation.sync_weights, generation.generate = measured_sync, recorded_generate
 
