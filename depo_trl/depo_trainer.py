@@ -104,7 +104,7 @@ class DEPOTrainer(GRPOTrainer):
                 kwargs["processing_class"] = tokenizer
         # TRL validates its own arguments first (so a user gets GRPOTrainer's messages); its warnings are re-issued
         # at the user's line, as GRPOTrainer's would be.
-        with at_user_code():
+        with at_user_code(), _trl_compat.vllm_cpu_hook(args, model):  # use_vllm on CPU: see depo_trl.vllm_cpu
             super().__init__(model, reward_funcs, args, *pos, **kwargs)
         self._depo_warned: set[str] = set()
         self._depo_pass_tally = PassSignalTally()  # to spot a threshold that never splits
