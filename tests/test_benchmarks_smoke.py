@@ -304,6 +304,6 @@ def test_proving_ground_quick(tmp_path):
         assert runs[label]["ledger"]["completions"] == sum(draws) * per_step
     assert [p["step"] for p in runs["DEPO"]["curve"]] == [0, 3, 6]
     comp = payload["analysis"]["hard"]["completions"]["methods"]
-    assert set(comp) == set(runs) and all("ratio" in c and "ratio_vs_ds" in c for c in comp.values())
+    assert set(comp) == set(runs) and all("ratio" in c and "area" in c for c in comp.values())
     assert runs["DEPO"]["ranking_rounds"], "DEPO filtered after its warm-up and its ranking was measured"
     assert (tmp_path / "proving_ground_quick.json").exists() and (tmp_path / "proving_ground_quick.png").exists()
