@@ -10,17 +10,18 @@ prompts they roll out and which groups they hand to the update:
   a batch still short is topped up with zero-variance groups, which carry no gradient; every completion counts).
 - ``GRESO``: GRESO's probabilistic pre-rollout skip rule (``benchmarks.baselines.GRESOSelector``) on the walk,
   inside DS's refill loop, as in its paper.
-- ``ORACLE``: DEPO's loop with the true current pass rate instead of a prediction (``pg_task.true_pass_rate``, one
-  prefill of each candidate's reference trace, counted as prefill tokens): the ceiling of selection under the
-  same candidate walk.
+- ``ORACLE``: DEPO's loop with the true current pass rate instead of a prediction (``pg_task.measured_pass_rate``:
+  ``oracle_samples`` completions per candidate, not counted: a ceiling, not a method): the ceiling of selection
+  under the same candidate walk.
 - ``DEPO``: ``depo_trl.PromptSelector`` with its own defaults (estimator, features length + history + policy
   embedding, band, exploration, revisit floor), driven the way ``DEPOTrainer`` drives it: K x U candidates per
   round from ``depo_trl.candidates.CandidateStream`` with the per-epoch rollout cap, ``warmup`` uniform rounds
   first (observed, not filtered), mean-pooled policy embeddings from one prefill of the candidates (counted).
 
-Every DEPO-family arm also records, per filtering round, how well its predictions rank the candidates' true pass
-rates (Spearman; AUC for telling truly in-band candidates apart) and the truly in-band share of the candidates
-(``f``); that measurement costs a prefill that is not counted, as it is not part of the method.
+Every DEPO arm also records, every second filtering round, how well its predictions rank the candidates' measured
+pass rates (``diagnose_samples`` completions each; Spearman; AUC for telling in-band candidates apart) and the
+in-band share of the candidates (``f``); that measurement is not counted, as it is not part of the method, and is
+noisy (a measured rate of k / n, not the exact one).
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ class Run:
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=size["lr"], weight_decay=0.0)
         self.ledger = Ledger()
         self.walk = EpochWalk(len(pool), seed)
+        self.measure_generator = torch.Generator().manual_seed(seed + 999)  # oracle / diagnostics, not training
         model.train()
 
     # -------------------------------------------------------------------------------- primitives
@@ -170,7 +172,8 @@ class Run:
     def diagnose(self, candidates: list[int], predicted: np.ndarray, picked: np.ndarray) -> None:
         """How well ``predicted`` ranks the candidates' true pass rates (not counted as the method's cost)."""
         t0 = time.perf_counter()
-        true = T.true_pass_rate(self.model, self.codec, [self.pool[i] for i in candidates])
+        true = T.measured_pass_rate(self.model, self.codec, [self.pool[i] for i in candidates],
+                                    self.size["diagnose_samples"], self.spec.max_new_tokens, self.measure_generator)
         in_band = (true >= 0.15) & (true <= 0.85)
         self.ledger.ranking.append({
             "spearman": spearman(predicted, true), "auc_in_band": auc(-np.abs(predicted - 0.5), in_band),
@@ -277,9 +280,9 @@ class SelectorArm(Run):
         texts = [r["prompt"] for r in rows]
         keys = np.array([prompt_key(t) for t in texts], dtype=np.int64)
         counts = np.array([len(t) for t in texts])
-        if self.oracle:
-            self.ledger.prefill_tokens += sum(len(r["prompt"]) + len(r["trace"]) + 1 for r in rows)
-            true = T.true_pass_rate(self.model, self.codec, rows)
+        if self.oracle:  # measured by sampling, not counted: the oracle is a ceiling, not a method
+            true = T.measured_pass_rate(self.model, self.codec, rows, self.size["oracle_samples"],
+                                        self.spec.max_new_tokens, self.measure_generator)
             features = np.zeros((len(rows), 1))
             return None, true, keys, features
         embeddings = None
@@ -312,7 +315,7 @@ class SelectorArm(Run):
         picked = np.asarray(picked, dtype=np.int64)
         self._count([indices[k] for k in picked], walk_passes[picked])
         self.ledger.select_seconds += time.perf_counter() - t0
-        if filtering and self.do_diagnose and not self.oracle:
+        if filtering and self.do_diagnose and not self.oracle and self.ledger.steps % 2 == 0:
             t_diag = time.perf_counter()
             self.diagnose(indices, predicted, picked)
             t0 += time.perf_counter() - t_diag  # diagnostics are not the method's time

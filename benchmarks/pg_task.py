@@ -14,10 +14,11 @@ nearly always right, longer ones spread over (0, 1), lengths never seen (``beyon
 its own pool, its own held-out set (from the same mix as its pool, so forgetting of solved strings shows) and its
 own warm-start checkpoint.
 
-The true pass rate of a prompt under the current policy is read, for the oracle arm and for measuring predictors,
-from one teacher-forced prefill of the reference trace: ``P(working and answer exactly right)``, a lower bound of
-the pass rate that misses only completions whose wrong working still ends in the right answer
-(``true_pass_rate``; how close it is to the sampled pass rate is measured and printed by the driver).
+The true pass rate of a prompt under the current policy is measured by sampling (``measured_pass_rate``), for the
+oracle arm and for measuring predictors. The teacher-forced probability of the reference trace
+(``true_pass_rate``) is not a substitute here: at some lengths the warm-started policy passes through working other
+than the reference's (length 5, seed 1 of the first build: sampled pass rate 0.78, reference-trace probability
+0.05).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ CACHE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", 
 
 REGIMES: dict[str, dict[str, float]] = {
     "hard": {"solved": 0.0, "frontier": 0.2, "beyond": 0.8},
-    "easy": {"solved": 0.8, "frontier": 0.2, "beyond": 0.0},
+    "easy": {"solved": 0.7, "frontier": 0.3, "beyond": 0.0},
     "balanced": {"solved": 0.34, "frontier": 0.33, "beyond": 0.33},
 }
 
@@ -48,18 +49,18 @@ REGIMES: dict[str, dict[str, float]] = {
 @dataclass(frozen=True)
 class TaskSpec:
     min_length: int = 3
-    solved_max_length: int = 4
+    solved_max_length: int = 3
     warm_max_length: int = 7
     max_length: int = 10
     max_shift: int = 4
     hidden_size: int = 64
     num_layers: int = 2
     warm_steps: int = 6000  # at most: the warm start stops once the loss reaches warm_target_loss
-    warm_target_loss: float = 0.15  # trailing mean over 50 steps (the loss falls suddenly, at a seed-dependent step)
+    warm_target_loss: float = 0.3  # trailing mean over 50 steps (the loss falls suddenly, at a seed-dependent step)
     warm_batch: int = 64
     warm_lr: float = 3e-3
-    seed_warm_steps: int = 150  # per-seed continuation of the shared base (see ``seed_warm_start``)
-    seed_warm_lr: float = 1e-3
+    seed_warm_steps: int = 100  # per-seed continuation of the shared base (see ``seed_warm_start``)
+    seed_warm_lr: float = 3e-4
 
     def lengths(self, cls: str | None = None) -> list[int]:
         bounds = {None: (self.min_length, self.max_length), "solved": (self.min_length, self.solved_max_length),
@@ -137,7 +138,7 @@ def make_sets(spec: TaskSpec, regime: str, n_pool: int, n_heldout: int, seed: in
     def draw(n: int) -> list[dict]:
         rows = []
         for length, count in regime_counts(spec, regime, n).items():
-            if count > spec.max_shift * len(ALPHABET) ** length // 2:
+            if count > 0.9 * spec.max_shift * len(ALPHABET) ** length:
                 raise ValueError(f"Too few distinct prompts of length {length} for {n} rows of {regime!r}.")
             got = 0
             while got < count:
@@ -292,6 +293,17 @@ def sample(model, codec: Codec, prompts: list[str], max_new_tokens: int, generat
             results.append(kept)
     model.train(was)
     return results
+
+
+def measured_pass_rate(model, codec: Codec, rows: list[dict], samples: int, max_new_tokens: int,
+                       generator: torch.Generator) -> np.ndarray:
+    """The current pass rate of each row measured by sampling ``samples`` completions at T=1 (the oracle's and the
+    diagnostics' "true" pass rate; ``generator`` is their own, so training's sampling is untouched)."""
+    prompts = [r["prompt"] for r in rows for _ in range(samples)]
+    completions = sample(model, codec, prompts, max_new_tokens, generator)
+    answers = [r["answer"] for r in rows for _ in range(samples)]
+    passed = np.array([reward(codec.decode(c), a) for c, a in zip(completions, answers)])
+    return passed.reshape(len(rows), samples).mean(axis=1)
 
 
 def accuracy(model, codec: Codec, rows: list[dict], samples: int, max_new_tokens: int, seed: int) -> np.ndarray:

@@ -39,9 +39,11 @@ SECTION = "proving-ground"
 
 SIZES = {
     "quick": {"n_pool": 200, "n_heldout": 60, "prompts_per_step": 8, "group": 4, "steps": 6, "eval_every": 3,
-              "eval_samples": 1, "lr": 2e-3, "ds_max_draws": 4, "warm_steps": 40, "depo_warmup": 2, "seeds": [0]},
+              "eval_samples": 1, "lr": 2e-3, "ds_max_draws": 4, "warm_steps": 40, "depo_warmup": 2, "oracle_samples": 2,
+              "diagnose_samples": 2, "seeds": [0]},
     "full": {"n_pool": 4000, "n_heldout": 500, "prompts_per_step": 16, "group": 8, "steps": 100, "eval_every": 10,
-             "eval_samples": 2, "lr": 5e-4, "ds_max_draws": 16, "warm_steps": None, "seeds": [0, 1, 2]},
+             "eval_samples": 2, "lr": 3e-4, "ds_max_draws": 16, "warm_steps": None, "oracle_samples": 8,
+             "diagnose_samples": 4, "seeds": [0, 1, 2]},
 }
 REGIMES = ("hard", "easy", "balanced")
 
@@ -375,8 +377,9 @@ def render(payload: dict, out_dir: str, docs: str | None, log=print) -> str:
             "rule for every method: a seed that never reaches the target counts its whole run); brackets: 95% "
             "bootstrap intervals over seeds (paired; target and GRPO's cost recomputed in each resample). Compute "
             "tokens = generated + the method's prefilled candidate tokens. Wall time excludes evaluation and the "
-            "ranking diagnostics. The oracle arm selects on the true current pass rate (teacher-forced probability of "
-            "the reference trace) under DEPO's candidate walk: its saving is the ceiling of selection there.",
+            "ranking diagnostics. The oracle arm selects on the true current pass rate (measured with "
+            f"{size['oracle_samples']} samples per candidate, not counted) under DEPO's candidate walk: its saving is "
+            "the ceiling of selection there.",
             body, f"![proving ground]({os.path.relpath(png, os.path.dirname(os.path.abspath(docs)))})",
             f"Full numbers: `benchmarks/results/{meta['name']}.json`."])
         e2e_analysis.update_docs_section(header, docs, SECTION)
@@ -391,6 +394,7 @@ def main(argv=None):
     parser.add_argument("--seeds", default=None)
     parser.add_argument("--methods", default=None)
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--name", default=None)
     parser.add_argument("--out", default=RESULTS)
     parser.add_argument("--runs-dir", default=None, help="folder of the per-run JSON (default benchmarks/results/"
@@ -414,6 +418,8 @@ def main(argv=None):
     size = copy.deepcopy(SIZES["quick" if args.quick else "full"])
     if args.steps:
         size["steps"] = args.steps
+    if args.lr:
+        size["lr"] = args.lr
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else size.pop("seeds")
     size.pop("seeds", None)
     regimes = args.regimes.split(",") if args.regimes else (["hard", "easy"] if not args.quick else ["hard"])
