@@ -407,6 +407,9 @@ def main(argv=None):
     if args.render:
         with open(args.render) as f:
             payload = json.load(f)
+        payload["analysis"] = analyse(payload)  # recomputed: the analysis code may be newer than the runs
+        with open(args.render, "w") as f:
+            json.dump(payload, f, indent=1, default=float)
         print(render(payload, os.path.dirname(os.path.abspath(args.render)), None if args.no_docs else DOCS))
         return payload
     import torch
