@@ -128,3 +128,26 @@ def compare(runs: dict[str, list[dict]], cost: str = "completions", n_boot: int 
             entry[key] = {"value": float(value), "low": float(lo), "high": float(hi)}
         out["methods"][method] = entry
     return out
+
+
+def share_of_gain(values: dict[str, list[float]], base: str = "GRPO", ceiling: str = "ORACLE",
+                  n_boot: int = BOOTSTRAP, seed: int = 0) -> dict:
+    """Per method: ``(v_m - v_base) / (v_ceiling - v_base)`` of a per-seed measure (e.g. the useful share of the
+    groups generated), means over paired seeds, with a 95% bootstrap interval over seeds."""
+    n = len(values[base])
+
+    def point(idx):
+        mean = {m: float(np.mean(np.asarray(v, float)[idx])) for m, v in values.items()}
+        gap = mean[ceiling] - mean[base]
+        return {m: ((mean[m] - mean[base]) / gap if abs(gap) > 1e-12 else float("nan")) for m in values}, mean
+
+    shares, means = point(np.arange(n))
+    rng = np.random.default_rng(seed)
+    boots = [point(rng.integers(0, n, n))[0] for _ in range(n_boot)] if n > 1 else []
+    out = {}
+    for m in values:
+        samples = np.array([b[m] for b in boots], float)
+        samples = samples[np.isfinite(samples)]
+        lo, hi = np.percentile(samples, [2.5, 97.5]) if len(samples) else (np.nan, np.nan)
+        out[m] = {"mean": means[m], "share": {"value": shares[m], "low": float(lo), "high": float(hi)}}
+    return out

@@ -75,3 +75,10 @@ def test_oracle_share_and_ratio_vs_ds():
 def test_unpaired_seeds_are_refused():
     with pytest.raises(ValueError, match="same seeds"):
         S.compare({"GRPO": [_run([0, 1], [0, 1])], "DEPO": []})
+
+
+def test_share_of_the_oracle_gain_in_a_per_seed_measure():
+    out = S.share_of_gain({"GRPO": [0.1, 0.2], "ORACLE": [0.5, 0.6], "DEPO": [0.3, 0.4]}, n_boot=100)
+    assert out["DEPO"]["share"]["value"] == pytest.approx(0.5)
+    assert out["ORACLE"]["share"]["value"] == pytest.approx(1.0) and out["GRPO"]["share"]["value"] == 0.0
+    assert out["DEPO"]["share"]["low"] <= 0.5 <= out["DEPO"]["share"]["high"]
