@@ -283,3 +283,27 @@ def test_trl_suite_harness_pieces(tmp_path):
     assert len(dataset) == 17 and dataset[0]["prompt"][0]["role"] == "user"
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "trl-internal-testing" / "tiny-Qwen3ForCausalLM")
     assert model.config.model_type == "qwen3"
+
+
+def test_proving_ground_quick(tmp_path):
+    from benchmarks import proving_ground
+
+    payload = proving_ground.main(["--quick", "--out", str(tmp_path), "--runs-dir", str(tmp_path / "runs")])
+    size = payload["meta"]["size"]
+    runs = {r["method"]: r for r in payload["runs"]["hard"]}
+    assert set(runs) == set(proving_ground.QUICK_METHODS)
+    per_step = size["prompts_per_step"] * size["group"]
+    assert runs["GRPO"]["ledger"]["completions"] == size["steps"] * per_step
+    assert runs["GRPO"]["ledger"]["prefill_tokens"] == 0
+    for label in ("DEPO", "ORACLE"):  # one batch per step
+        assert runs[label]["ledger"]["completions"] == size["steps"] * per_step
+    assert runs["DEPO"]["ledger"]["prefill_tokens"] > 0  # the candidates' embedding prefill is counted
+    for label in ("DS", "GRESO"):  # whole batches, at most ds_max_draws of them per step
+        draws = runs[label]["ledger"]["draws_per_step"]
+        assert len(draws) == size["steps"] and max(draws) <= size["ds_max_draws"]
+        assert runs[label]["ledger"]["completions"] == sum(draws) * per_step
+    assert [p["step"] for p in runs["DEPO"]["curve"]] == [0, 3, 6]
+    comp = payload["analysis"]["hard"]["completions"]["methods"]
+    assert set(comp) == set(runs) and all("ratio" in c and "area" in c for c in comp.values())
+    assert runs["DEPO"]["ranking_rounds"], "DEPO filtered after its warm-up and its ranking was measured"
+    assert (tmp_path / "proving_ground_quick.json").exists() and (tmp_path / "proving_ground_quick.png").exists()
