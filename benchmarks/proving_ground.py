@@ -60,6 +60,7 @@ METHODS: dict[str, tuple[str, dict]] = {
     "DEPO-K8": ("DEPO", {"K": 8}),
     "DEPO-cap2": ("DEPO", {"max_rollouts_per_epoch": 2}),
     "DEPO-w2": ("DEPO", {"warmup": 2}),
+    "ORACLE-K8": ("DEPO", {"oracle": True, "K": 8}),  # the ceiling of selection with 8 candidates per rollout
 }
 DEFAULT_METHODS = ("GRPO", "DS", "GRESO", "ORACLE", "DEPO", "DEPO-hier", "DEPO-K8", "DEPO-cap2")
 QUICK_METHODS = ("GRPO", "DS", "GRESO", "ORACLE", "DEPO")
