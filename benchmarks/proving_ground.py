@@ -260,7 +260,7 @@ def regime_table(entry: dict) -> str:
             "oracle's saving | compute tokens (x GRPO) | wall (x GRPO) | area - GRPO's "
             "| acc at GRPO's budget - GRPO's | useful generated / trained "
             "| useful-share gain as a share of the oracle's "
-            "| prefill share | DS draws mean/max |")
+            "| prefill share | selection time share | DS draws mean/max |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     n = entry["completions"]["n_seeds"]
     for m, c in comp["methods"].items():
@@ -272,7 +272,8 @@ def regime_table(entry: dict) -> str:
             f"| {_ci(c['acc_at_budget_minus_grpo'], '+.3f')} "
             f"| {x['useful_generated']:.2f} / {x['useful_trained']:.2f} "
             f"| {_ci(entry.get('useful_share_of_oracle_gain', {}).get(m, {}).get('share'))} "
-            f"| {x['prefill_share']:.2f} | {x['mean_draws']:.1f}/{x['max_draws']} |")
+            f"| {x['prefill_share']:.2f} | {x['select_share_of_train_time']:.2f} "
+            f"| {x['mean_draws']:.1f}/{x['max_draws']} |")
     return "\n".join(lines)
 
 
@@ -396,7 +397,9 @@ def render(payload: dict, out_dir: str, docs: str | None, log=print) -> str:
             "Reading the tables: ratios are a method's mean cost to reach the target over GRPO's (the same censoring "
             "rule for every method: a seed that never reaches the target counts its whole run); brackets: 95% "
             "bootstrap intervals over seeds (paired; target and GRPO's cost recomputed in each resample). Compute "
-            "tokens = generated + the method's prefilled candidate tokens. Wall time excludes evaluation and the "
+            "tokens = generated + the method's prefilled candidate tokens; prefill share = prefilled / compute "
+            "tokens; selection time share = the method's own choosing (candidate prefill, estimator, selection; "
+            "for the oracle its sampled measurement) / training seconds. Wall time excludes evaluation and the "
             "ranking diagnostics. The oracle arm selects on the true current pass rate (measured with "
             f"{size['oracle_samples']} samples per candidate, not counted) under DEPO's candidate walk: its saving is "
             "the ceiling of selection there.",
