@@ -39,8 +39,8 @@ SECTION = "proving-ground"
 
 SIZES = {
     "quick": {"n_pool": 200, "n_heldout": 60, "prompts_per_step": 8, "group": 4, "steps": 6, "eval_every": 3,
-              "eval_samples": 1, "lr": 2e-3, "ds_max_draws": 4, "warm_steps": 40, "depo_warmup": 2, "oracle_samples": 2,
-              "diagnose_samples": 2, "seeds": [0]},
+              "eval_samples": 1, "lr": 2e-3, "ds_max_draws": 4, "warm_steps": 40, "depo_warmup": 2,
+              "oracle_samples": 2, "diagnose_samples": 2, "seeds": [0]},
     "full": {"n_pool": 4000, "n_heldout": 500, "prompts_per_step": 16, "group": 8, "steps": 100, "eval_every": 10,
              "eval_samples": 2, "lr": 3e-4, "ds_max_draws": 16, "warm_steps": None, "oracle_samples": 8,
              "diagnose_samples": 4, "seeds": [0, 1, 2]},
@@ -60,6 +60,7 @@ METHODS: dict[str, tuple[str, dict]] = {
     "DEPO-K8": ("DEPO", {"K": 8}),
     "DEPO-cap2": ("DEPO", {"max_rollouts_per_epoch": 2}),
     "DEPO-w2": ("DEPO", {"warmup": 2}),
+    "ORACLE-K8": ("DEPO", {"oracle": True, "K": 8}),  # the ceiling of selection with 8 candidates per rollout
 }
 DEFAULT_METHODS = ("GRPO", "DS", "GRESO", "ORACLE", "DEPO", "DEPO-hier", "DEPO-K8", "DEPO-cap2")
 QUICK_METHODS = ("GRPO", "DS", "GRESO", "ORACLE", "DEPO")
@@ -180,7 +181,7 @@ def run_benchmark(size, methods, regimes, seeds, runs_dir, fresh=False, log=prin
                     with open(path) as f:
                         saved = json.load(f)
                     if saved.get("key") == json.loads(json.dumps(key)):
-                        result = saved
+                        result = dict(saved, reused=True)  # the flag lives in the aggregate only
                         log(f"  [{label} s{seed}] reused {os.path.relpath(path)}")
                 if result is None:
                     torch.manual_seed(seed)
@@ -256,8 +257,10 @@ def _ci(d: dict | None, fmt: str = ".2f") -> str:
 def regime_table(entry: dict) -> str:
     comp, tok, wall = entry["completions"], entry["compute_tokens"], entry["train_seconds"]
     head = ("| method | final acc | completions to target (x GRPO) [95% CI] | censored seeds | x DS | share of the "
-            "oracle's saving | compute tokens (x GRPO) | wall (x GRPO) | area - GRPO's | acc at GRPO's budget - GRPO's "
-            "| useful generated / trained | useful-share gain as a share of the oracle's | prefill share | DS draws mean/max |")
+            "oracle's saving | compute tokens (x GRPO) | wall (x GRPO) | area - GRPO's "
+            "| acc at GRPO's budget - GRPO's | useful generated / trained "
+            "| useful-share gain as a share of the oracle's "
+            "| prefill share | selection time share | DS draws mean/max |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     n = entry["completions"]["n_seeds"]
     for m, c in comp["methods"].items():
@@ -266,9 +269,11 @@ def regime_table(entry: dict) -> str:
             f"| {m} | {x['final_accuracy']:.3f} | {_ci(c['ratio'])} | {c['censored']}/{n} "
             f"| {_ci(c.get('ratio_vs_ds'))} | {_ci(c.get('oracle_share'))} | {_ci(tok['methods'][m]['ratio'])} "
             f"| {_ci(wall['methods'][m]['ratio'])} | {_ci(c['area_minus_grpo'], '+.3f')} "
-            f"| {_ci(c['acc_at_budget_minus_grpo'], '+.3f')} | {x['useful_generated']:.2f} / {x['useful_trained']:.2f} "
+            f"| {_ci(c['acc_at_budget_minus_grpo'], '+.3f')} "
+            f"| {x['useful_generated']:.2f} / {x['useful_trained']:.2f} "
             f"| {_ci(entry.get('useful_share_of_oracle_gain', {}).get(m, {}).get('share'))} "
-            f"| {x['prefill_share']:.2f} | {x['mean_draws']:.1f}/{x['max_draws']} |")
+            f"| {x['prefill_share']:.2f} | {x['select_share_of_train_time']:.2f} "
+            f"| {x['mean_draws']:.1f}/{x['max_draws']} |")
     return "\n".join(lines)
 
 
@@ -295,8 +300,8 @@ def targets_text(regime: str, entry: dict) -> str:
     g = entry["extras"]["GRPO"]
     if g["final_accuracy"] <= g["start_accuracy"]:
         return (f"Targets ({regime}): GRPO's held-out accuracy did not rise (start {g['start_accuracy']:.3f}, final "
-                f"{g['final_accuracy']:.3f}), so 'completions to GRPO's final accuracy' reads a target at or below the "
-                "start: the crossing ratios are not a saving measure here and the issue's ratio targets are NOT "
+                f"{g['final_accuracy']:.3f}), so 'completions to GRPO's final accuracy' reads a target at or below "
+                "the start: the crossing ratios are not a saving measure here and the issue's ratio targets are NOT "
                 "MEASURABLE on this run. Read the area and the accuracy at GRPO's budget (no target needed) and the "
                 "useful share instead.")
     r, ds, share = c["ratio"], c.get("ratio_vs_ds"), c.get("oracle_share")
@@ -356,8 +361,10 @@ def render(payload: dict, out_dir: str, docs: str | None, log=print) -> str:
     for regime, entry in payload["analysis"].items():
         prof = payload["profile"].get(regime, {})
         prof_line = "; ".join(
-            f"s{s}: true pass rate by class " + ", ".join(f"{c} {v:.2f}" for c, v in p["true_pass_rate_by_class"].items())
-            + f", in band {p['in_band_share']:.2f}, expected useful share under uniform {p['expected_useful_share']:.2f}"
+            f"s{s}: true pass rate by class "
+            + ", ".join(f"{c} {v:.2f}" for c, v in p["true_pass_rate_by_class"].items())
+            + f", in band {p['in_band_share']:.2f}, expected useful share under uniform "
+            + f"{p['expected_useful_share']:.2f}"
             for s, p in prof.items())
         texts.append("\n\n".join([
             f"### `{regime}` ({len(entry['seeds'])} seeds: {entry['seeds']})",
@@ -379,17 +386,20 @@ def render(payload: dict, out_dir: str, docs: str | None, log=print) -> str:
             "## Proving ground: DEPO's own predictor against faithful baselines and an oracle",
             f"Command: `{meta['command']}`. Machine: {meta['machine']}; load average at start {meta['load']}. "
             f"This invocation took {meta['total_seconds']:.0f} s ({meta['reused']} runs reused).",
-            f"Task: shift-then-reverse (`benchmarks/pg_task.py`): the policy writes its working (the shifted letters), "
+            "Task: shift-then-reverse (`benchmarks/pg_task.py`): the policy writes its working (the shifted letters), "
             f"then `|`, then the answer (the shifted letters reversed); the reward checks the answer only. Tiny Qwen2 "
             f"(char-level), warm-started per seed on the shorter lengths. Per seed: its own pool of {size['n_pool']} "
-            f"prompts, held-out set of {size['n_heldout']} (same mix as the pool), warm start. {size['steps']} steps of "
+            f"prompts, held-out set of {size['n_heldout']} (same mix as the pool), warm start. {size['steps']} steps "
+            "of "
             f"{size['prompts_per_step']} prompts x {size['group']} completions, lr {size['lr']}; DS refills at most "
             f"{size['ds_max_draws']} generation batches per step. Held-out accuracy: {size['eval_samples']} samples "
             f"per prompt at T=1 every {size['eval_every']} steps.",
             "Reading the tables: ratios are a method's mean cost to reach the target over GRPO's (the same censoring "
             "rule for every method: a seed that never reaches the target counts its whole run); brackets: 95% "
             "bootstrap intervals over seeds (paired; target and GRPO's cost recomputed in each resample). Compute "
-            "tokens = generated + the method's prefilled candidate tokens. Wall time excludes evaluation and the "
+            "tokens = generated + the method's prefilled candidate tokens; prefill share = prefilled / compute "
+            "tokens; selection time share = the method's own choosing (candidate prefill, estimator, selection; "
+            "for the oracle its sampled measurement) / training seconds. Wall time excludes evaluation and the "
             "ranking diagnostics. The oracle arm selects on the true current pass rate (measured with "
             f"{size['oracle_samples']} samples per candidate, not counted) under DEPO's candidate walk: its saving is "
             "the ceiling of selection there.",
