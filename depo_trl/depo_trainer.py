@@ -99,7 +99,7 @@ class DEPOTrainer(GRPOTrainer):
             )
         environment_owns_data = kwargs.get("train_dataset", pos[0] if pos else None) is None
         if len(pos) < 3:  # model="depo-tiny" works in Python as in recipes (processing_class is the 6th argument)
-            model, tokenizer = resolve_tiny_model(model, kwargs.get("processing_class"), args.seed)
+            model, tokenizer = resolve_tiny_model(model, kwargs.get("processing_class"), args)
             if tokenizer is not None:
                 kwargs["processing_class"] = tokenizer
         # TRL validates its own arguments first (so a user gets GRPOTrainer's messages); its warnings are re-issued

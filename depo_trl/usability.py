@@ -20,14 +20,23 @@ from collections.abc import Callable, Iterator
 TINY_MODEL = "depo-tiny"
 
 
-def resolve_tiny_model(model, processing_class, seed: int):
-    """``(model, processing_class)`` with the name ``depo-tiny`` replaced by the built model and its tokenizer."""
+def resolve_tiny_model(model, processing_class, args):
+    """``(model, processing_class)`` with the name ``depo-tiny`` replaced by the built model and its tokenizer.
+
+    Under ``args.use_vllm`` it is built at ``vllm_cpu.TINY_VLLM_HIDDEN_SIZE`` (vLLM's CPU attention has no kernel for
+    the default width's head size 8) and saved to ``<output_dir>/vllm-model``, since TRL's vLLM loads it from disk.
+    """
     if not (isinstance(model, str) and model == TINY_MODEL):
         return model, processing_class
     from . import tiny
 
     tokenizer = processing_class if processing_class is not None else tiny.build_tokenizer()
-    return tiny.build_model(tokenizer, seed=seed), tokenizer
+    if not getattr(args, "use_vllm", False):
+        return tiny.build_model(tokenizer, seed=args.seed), tokenizer
+    from .vllm_cpu import TINY_VLLM_HIDDEN_SIZE, save_for_vllm
+
+    model = tiny.build_model(tokenizer, seed=args.seed, hidden_size=TINY_VLLM_HIDDEN_SIZE)
+    return save_for_vllm(model, tokenizer, args.output_dir), tokenizer
 
 
 def cpu_hint(args, device_type: str, torch_threads: int) -> str | None:

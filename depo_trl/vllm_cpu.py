@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.metadata
+import logging
 import os
 import sys
 import sysconfig
@@ -121,9 +122,20 @@ def check_head_size(config, name: str = "the model") -> None:
     raise ValueError(
         f"vLLM's CPU attention supports head sizes {list(CPU_HEAD_SIZES)}, but {name} has head size {size} ({shape}). "
         "Use a model with a supported head size, or train without vLLM (use_vllm=False). The built-in depo-tiny is "
-        f"built with hidden_size {TINY_VLLM_HIDDEN_SIZE} (head size 32) by the depo-trl CLI under use_vllm; in Python "
-        f"build it with depo_trl.tiny.build_model(tokenizer, hidden_size={TINY_VLLM_HIDDEN_SIZE}) and save it."
+        f"built with hidden_size {TINY_VLLM_HIDDEN_SIZE} (head size 32) under use_vllm when passed by name "
+        f"(model='depo-tiny'); built by hand: depo_trl.tiny.build_model(tokenizer, hidden_size={TINY_VLLM_HIDDEN_SIZE})."
     )
+
+
+def save_for_vllm(model, tokenizer, output_dir: str):
+    """``model`` saved with ``tokenizer`` to ``<output_dir>/vllm-model`` and pointed at that folder: TRL's colocate
+    vLLM loads the policy's ``name_or_path`` from disk (server mode: start ``trl vllm-serve --model`` on it)."""
+    folder = os.path.join(output_dir, "vllm-model")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    model.name_or_path = model.config.name_or_path = folder  # TRL passes model.name_or_path to vllm.LLM(model=...)
+    logging.getLogger(__name__).info(f"use_vllm: the model is saved to {folder} for vLLM to load")
+    return model
 
 
 def check_model_on_disk(model) -> None:

@@ -196,6 +196,36 @@ def test_cli_tiny_recipe_in_colocate_mode(tmp_path):
     assert any(h.get("depo/warmup") == 0.0 for h in state["log_history"])  # DEPO filtered after its warm-up
 
 
+PYTHON_TINY_RUN = """
+import json, sys
+from datasets import Dataset
+from depo_trl import DEPOConfig, DEPOTrainer
+from depo_trl.tasks import letters_reward
+rows = [{"prompt": [{"role": "user", "content": f"Answer with one letter from: {'abcdefgh'[: 1 + i % 8]}"}],
+         "allowed": "abcdefgh"[: 1 + i % 8]} for i in range(64)]
+args = DEPOConfig(output_dir=sys.argv[1], use_vllm=True, vllm_mode="colocate", num_generations=4,
+                  per_device_train_batch_size=16, max_completion_length=2, max_steps=3, depo_warmup_steps=1,
+                  depo_candidate_multiplier=2, use_cpu=True, bf16=False, activation_checkpointing=False,
+                  report_to="none", logging_steps=1, save_strategy="no", disable_tqdm=True, seed=0)
+trainer = DEPOTrainer(model="depo-tiny", reward_funcs=letters_reward, args=args, train_dataset=Dataset.from_list(rows))
+trainer.train()
+with open(sys.argv[2], "w") as f:
+    json.dump({"steps": trainer.state.global_step, "name_or_path": trainer.model.name_or_path}, f)
+"""
+
+
+def test_python_depo_tiny_by_name_in_colocate_mode(tmp_path):
+    """model="depo-tiny" in Python under use_vllm: built at a head size vLLM's CPU attention runs, saved where TRL's
+    colocate vLLM loads it, and trained (as the CLI does)."""
+    out = tmp_path / "py-tiny"
+    _run([sys.executable, "-c", PYTHON_TINY_RUN, out, tmp_path / "result.json"], tmp_path / "python.log")
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["steps"] == 3
+    assert result["name_or_path"] == str(out / "vllm-model")
+    config = json.loads((out / "vllm-model" / "config.json").read_text())
+    assert config["hidden_size"] == 128 and config["hidden_size"] // config["num_attention_heads"] == 32
+
+
 def test_unsupported_head_size_is_named_before_vllm_starts(tmp_path):
     narrow = _save_tiny(tmp_path / "tiny-h32", hidden=32)  # the default tiny width: head size 8
     done = _run([sys.executable, WORKER, tmp_path / "r.json", "--model", narrow], tmp_path / "narrow.log",

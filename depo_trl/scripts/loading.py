@@ -22,8 +22,8 @@ import logging
 import os
 
 from ..rewards import format_dataset, get_reward_funcs
+from ..usability import TINY_MODEL
 
-TINY_MODEL = "depo-tiny"
 BUILTIN_PREFIX = "depo:"
 BUILTIN_DATASETS = ("letters", "controlled", "graded")
 logger = logging.getLogger(__name__)
@@ -185,6 +185,8 @@ def load_model(model_args, training_args):
     ``ModelConfig`` like TRL's script.
     """
     from ..gguf import GGUF_MODELS, load_gguf_model, resolve_gguf
+    from ..usability import resolve_tiny_model
+    from ..vllm_cpu import save_for_vllm
 
     name = model_args.model_name_or_path
     if not name:
@@ -192,21 +194,15 @@ def load_model(model_args, training_args):
             "Set model_name_or_path: a hub id (Qwen/Qwen2.5-0.5B-Instruct), a local folder, a .gguf file, "
             f"depo-tiny, or one of the built-in GGUF models {sorted(GGUF_MODELS)}."
         )
-    use_vllm = getattr(training_args, "use_vllm", False)
     if name == TINY_MODEL:
-        from .. import tiny
-        from ..vllm_cpu import TINY_VLLM_HIDDEN_SIZE
-
-        tokenizer = tiny.build_tokenizer()
-        # vLLM's CPU attention has no kernel for the default width's head size 8: build 4 heads of 32 for it.
-        hidden = {"hidden_size": TINY_VLLM_HIDDEN_SIZE} if use_vllm else {}
-        model = tiny.build_model(tokenizer, seed=training_args.seed, **hidden)
-        return _saved_for_vllm(model, tokenizer, training_args) if use_vllm else (model, tokenizer)
+        return resolve_tiny_model(name, None, training_args)
     location = resolve_gguf(name)
     if location is not None:
         logger.info(f"Loading GGUF model {location.path} (de-quantised to {model_args.dtype or 'float32'})")
         model, tokenizer = load_gguf_model(location, dtype=model_args.dtype)
-        return _saved_for_vllm(model, tokenizer, training_args) if use_vllm else (model, tokenizer)
+        if getattr(training_args, "use_vllm", False):
+            save_for_vllm(model, tokenizer, training_args.output_dir)
+        return model, tokenizer
     init_kwargs = {
         "revision": model_args.model_revision,
         "trust_remote_code": training_args.trust_remote_code,
@@ -227,14 +223,3 @@ def _saved_generic_tokenizer(name: str):
     from ..tiny import load_saved_tokenizer, saved_tokenizer_is_generic
 
     return load_saved_tokenizer(name, truncation_side="left") if saved_tokenizer_is_generic(name) else None
-
-
-def _saved_for_vllm(model, tokenizer, training_args):
-    """A model built here, saved to ``<output_dir>/vllm-model`` and pointed at it: TRL's colocate vLLM loads the
-    policy's ``name_or_path`` from disk (server mode: start ``trl vllm-serve --model`` on that folder)."""
-    folder = os.path.join(training_args.output_dir, "vllm-model")
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    model.name_or_path = model.config.name_or_path = folder  # TRL passes model.name_or_path to vllm.LLM(model=...)
-    logger.info(f"use_vllm: the built model is saved to {folder} for vLLM to load")
-    return model, tokenizer
