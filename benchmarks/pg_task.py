@@ -7,18 +7,26 @@ checks only the text after the last ``|`` (exact match, binary), so the pass rat
 bare answer string: a completion can pass through different working, and the working itself has to be right
 for the answer to come out right.
 
-Difficulty: the string length. The warm start (teacher forcing on the whole trace, seeded, per seed) trains on
-lengths ``min_length .. warm_max_length`` only for ``warm_steps`` steps, which leaves a partial skill: short strings
-nearly always right, longer ones spread over (0, 1), lengths never seen (``beyond``) nearly never right. A
-**regime** is a pool mix over the classes ``solved`` / ``frontier`` / ``beyond`` (``REGIMES``); every seed draws
-its own pool, its own held-out set (from the same mix as its pool, so forgetting of solved strings shows) and its
-own warm-start checkpoint.
+Partial skill (task v2). The warm start has two stages. A shared **base** learns the exact task on lengths
+``min_length .. warm_max_length`` (shifts 1 .. ``max_shift``) until its loss is low. Every seed then continues
+the base for ``seed_warm_steps`` steps on its own strings from a **noisy teacher**: each letter of the working is
+shifted one place too far with probability ``seed_warm_error_rates[shift - 1]`` (the answer reverses the working
+the teacher wrote, so working and answer stay consistent). The policy inherits a per-letter slip rate that
+depends on the shift, so its pass rate falls with shift and length, roughly ``(1 - e_shift) ** length``: spread
+over (0, 1), not bimodal, and not readable from the prompt's surface. The slip is a shared habit, so fixing it on
+some prompts generalises to held-out prompts of the same kind: GRPO measurably learns (the first build, where
+difficulty was only the length and the partial skill came from stopping a clean warm start early, did not: GRPO's
+held-out accuracy fell on the hard pool). Lengths above ``warm_max_length`` are never seen in the warm start and
+stay at pass rate 0: RL cannot learn them (no success to reinforce).
+
+Classes (cells of shift x length): ``solved`` = shift 1 (no slips taught), lengths up to ``warm_max_length``;
+``frontier`` = shifts 2 .. ``max_shift``, the same lengths; ``beyond`` = longer strings, every shift. A **regime**
+is a pool mix over the classes (``REGIMES``); every seed draws its own pool, its own held-out set (from the same
+mix as its pool, so forgetting of solved strings shows) and its own warm-start checkpoint.
 
 The true pass rate of a prompt under the current policy is measured by sampling (``measured_pass_rate``), for the
 oracle arm and for measuring predictors. The teacher-forced probability of the reference trace
-(``true_pass_rate``) is not a substitute here: at some lengths the warm-started policy passes through working other
-than the reference's (length 5, seed 1 of the first build: sampled pass rate 0.78, reference-trace probability
-0.05).
+(``true_pass_rate``) is not a substitute: a completion can pass through working other than the reference's.
 """
 
 from __future__ import annotations
@@ -48,31 +56,40 @@ REGIMES: dict[str, dict[str, float]] = {
 
 @dataclass(frozen=True)
 class TaskSpec:
-    min_length: int = 3
-    solved_max_length: int = 3
+    min_length: int = 4  # the pools' shortest strings (length 3 has too few distinct strings per shift)
+    warm_min_length: int = 3  # the warm start's shortest (the base's loss plateau broke quickly with 3 .. 7)
     warm_max_length: int = 7
     max_length: int = 10
     max_shift: int = 4
     hidden_size: int = 64
     num_layers: int = 2
-    warm_steps: int = 6000  # at most: the warm start stops once the loss reaches warm_target_loss
-    warm_target_loss: float = 0.3  # trailing mean over 50 steps (the loss falls suddenly, at a seed-dependent step)
+    warm_steps: int = 8000  # at most: the base's warm start stops once the loss reaches warm_target_loss
+    warm_target_loss: float = 0.03  # trailing mean over 50 steps (the loss falls suddenly, at a seed-dependent step)
     warm_batch: int = 64
     warm_lr: float = 3e-3
-    seed_warm_steps: int = 100  # per-seed continuation of the shared base (see ``seed_warm_start``)
-    seed_warm_lr: float = 3e-4
+    seed_warm_steps: int = 400  # per-seed noisy-teacher continuation of the shared base (see ``seed_warm_start``)
+    seed_warm_lr: float = 1e-3
+    seed_warm_error_rates: tuple = (0.0, 0.1, 0.3, 0.55)  # per shift 1 .. max_shift: the teacher's slip rate
 
-    def lengths(self, cls: str | None = None) -> list[int]:
-        bounds = {None: (self.min_length, self.max_length), "solved": (self.min_length, self.solved_max_length),
-                  "frontier": (self.solved_max_length + 1, self.warm_max_length),
-                  "beyond": (self.warm_max_length + 1, self.max_length)}
-        if cls not in bounds:
+    def __post_init__(self):
+        if len(self.seed_warm_error_rates) != self.max_shift:
+            raise ValueError(f"seed_warm_error_rates has {len(self.seed_warm_error_rates)} rates for {self.max_shift} "
+                             "shifts: give one slip rate per shift 1 .. max_shift.")
+
+    def cells(self, cls: str | None = None) -> list[tuple[int, int]]:
+        """The (shift, length) cells of class ``cls`` (every cell when None)."""
+        shifts, short = range(1, self.max_shift + 1), range(self.min_length, self.warm_max_length + 1)
+        cells = {"solved": [(1, n) for n in short],
+                 "frontier": [(s, n) for s in shifts if s > 1 for n in short],
+                 "beyond": [(s, n) for s in shifts for n in range(self.warm_max_length + 1, self.max_length + 1)]}
+        if cls is None:
+            return [c for k in CLASSES for c in cells[k]]
+        if cls not in cells:
             raise ValueError(f"Unknown difficulty class {cls!r}; use one of {CLASSES}.")
-        low, high = bounds[cls]
-        return list(range(low, high + 1))
+        return cells[cls]
 
-    def difficulty(self, length: int) -> str:
-        return next(c for c in CLASSES if length in self.lengths(c))
+    def difficulty(self, shift: int, length: int) -> str:
+        return next(c for c in CLASSES if (shift, length) in self.cells(c))
 
     @property
     def max_new_tokens(self) -> int:
@@ -91,6 +108,13 @@ def shifted(word: str, shift: int) -> str:
 
 def prompt_of(shift: int, word: str) -> str:
     return f"{shift}{word}{SEPARATOR}"
+
+
+def noisy_trace_of(shift: int, word: str, error_rate: float, rng: random.Random) -> str:
+    """A teacher's trace with slips: each letter of the working is shifted one place too far with probability
+    ``error_rate``; the answer reverses the working as written (working and answer stay consistent)."""
+    s = "".join(ALPHABET[(ALPHABET.index(c) + shift + (rng.random() < error_rate)) % len(ALPHABET)] for c in word)
+    return f"{s}{WORK_END}{s[::-1]}"
 
 
 def trace_of(shift: int, word: str) -> str:
@@ -114,14 +138,15 @@ def _word(rng: random.Random, length: int) -> str:
     return "".join(rng.choice(ALPHABET) for _ in range(length))
 
 
-def regime_counts(spec: TaskSpec, regime: str, n: int) -> dict[int, int]:
-    """Prompts per length in a set of ``n`` drawn from ``regime``'s mix (largest-remainder rounding)."""
+def regime_counts(spec: TaskSpec, regime: str, n: int) -> dict[tuple[int, int], int]:
+    """Prompts per (shift, length) cell in a set of ``n`` drawn from ``regime``'s mix (each class's share split
+    evenly over its cells; largest-remainder rounding)."""
     if regime not in REGIMES:
         raise ValueError(f"Unknown regime {regime!r}; use one of {sorted(REGIMES)}.")
     weights = {}
     for cls, share in REGIMES[regime].items():
-        for length in spec.lengths(cls):
-            weights[length] = weights.get(length, 0.0) + share / len(spec.lengths(cls))
+        for cell in spec.cells(cls):
+            weights[cell] = weights.get(cell, 0.0) + share / len(spec.cells(cls))
     exact = {k: n * w for k, w in weights.items() if w > 0}
     counts = {k: int(x) for k, x in exact.items()}
     for k in sorted(exact, key=lambda k: exact[k] - counts[k], reverse=True)[: n - sum(counts.values())]:
@@ -137,18 +162,19 @@ def make_sets(spec: TaskSpec, regime: str, n_pool: int, n_heldout: int, seed: in
 
     def draw(n: int) -> list[dict]:
         rows = []
-        for length, count in regime_counts(spec, regime, n).items():
-            if count > 0.9 * spec.max_shift * len(ALPHABET) ** length:
-                raise ValueError(f"Too few distinct prompts of length {length} for {n} rows of {regime!r}.")
+        for (shift, length), count in regime_counts(spec, regime, n).items():
+            if count > 0.5 * len(ALPHABET) ** length:
+                raise ValueError(f"Too few distinct prompts of shift {shift}, length {length} for {n} rows of "
+                                 f"{regime!r}.")
             got = 0
             while got < count:
-                shift, word = rng.randint(1, spec.max_shift), _word(rng, length)
+                word = _word(rng, length)
                 prompt = prompt_of(shift, word)
                 if prompt in seen:
                     continue
                 seen.add(prompt)
                 rows.append({"prompt": prompt, "answer": answer_of(shift, word), "trace": trace_of(shift, word),
-                             "length": length, "shift": shift, "cls": spec.difficulty(length)})
+                             "length": length, "shift": shift, "cls": spec.difficulty(shift, length)})
                 got += 1
         rng.shuffle(rows)
         return rows
@@ -337,7 +363,7 @@ def warm_start(spec: TaskSpec, seed: int, exclude: set[str], log=print):
     for step in range(spec.warm_steps):
         prompts, traces = [], []
         while len(prompts) < spec.warm_batch:
-            shift, word = rng.randint(1, spec.max_shift), _word(rng, rng.randint(spec.min_length, spec.warm_max_length))
+            shift, word = rng.randint(1, spec.max_shift), _word(rng, rng.randint(spec.warm_min_length, spec.warm_max_length))
             if prompt_of(shift, word) in exclude:
                 continue
             prompts.append(codec.encode(prompt_of(shift, word)))
@@ -368,14 +394,16 @@ BASE_SEED = 0
 
 def seed_warm_start(spec: TaskSpec, seed: int, base_exclude: set[str], exclude: set[str], log=print):
     """The warm start of one seed: the shared base (``warm_start`` with ``BASE_SEED``, excluding ``base_exclude``;
-    breaking the copy task's loss plateau takes ~3,000-4,000 steps, more than this machine affords per seed) then
-    ``seed_warm_steps`` supervised steps of the seed's own strings (never one in ``exclude``) and order, so every
-    seed starts from its own checkpoint. Cached per seed."""
+    the clean task's loss plateau breaks at a seed-dependent step, sometimes not within thousands of steps, so one
+    base is shared) then ``seed_warm_steps`` steps of the seed's own strings (never one in ``exclude``) from the
+    noisy teacher (``noisy_trace_of`` with ``seed_warm_error_rates``), so every seed starts from its own
+    checkpoint with its own slips. Cached per seed."""
     tokenizer, model, base_info = warm_start(spec, BASE_SEED, base_exclude, log=log)
     if spec.seed_warm_steps <= 0:
         return tokenizer, model, dict(base_info, base=True)
     digest = hashlib.sha256("\n".join(sorted(exclude)).encode()).hexdigest()[:8]
-    blob = f"{spec.key(BASE_SEED)}|{spec.seed_warm_steps}|{spec.seed_warm_lr}|{seed}|{digest}"
+    blob = (f"{spec.key(BASE_SEED)}|{spec.seed_warm_steps}|{spec.seed_warm_lr}|{seed}|{digest}"
+            f"|{list(spec.seed_warm_error_rates)}")
     path = os.path.join(CACHE_DIR, f"pg-seed-{hashlib.sha256(blob.encode()).hexdigest()[:12]}.pt")
     if os.path.exists(path):
         payload = torch.load(path, map_location="cpu", weights_only=False)
@@ -390,11 +418,12 @@ def seed_warm_start(spec: TaskSpec, seed: int, base_exclude: set[str], exclude: 
     for _ in range(spec.seed_warm_steps):
         prompts, traces = [], []
         while len(prompts) < spec.warm_batch:
-            shift, word = rng.randint(1, spec.max_shift), _word(rng, rng.randint(spec.min_length, spec.warm_max_length))
+            shift, word = rng.randint(1, spec.max_shift), _word(rng, rng.randint(spec.warm_min_length, spec.warm_max_length))
             if prompt_of(shift, word) in exclude:
                 continue
             prompts.append(codec.encode(prompt_of(shift, word)))
-            traces.append(codec.encode(trace_of(shift, word)) + [codec.eos])
+            error_rate = spec.seed_warm_error_rates[shift - 1]
+            traces.append(codec.encode(noisy_trace_of(shift, word, error_rate, rng)) + [codec.eos])
         logps, mask = sequence_logprobs(model, codec, prompts, traces)
         loss = -(logps * mask).sum() / mask.sum()
         optimizer.zero_grad()

@@ -41,9 +41,9 @@ SIZES = {
     "quick": {"n_pool": 200, "n_heldout": 60, "prompts_per_step": 8, "group": 4, "steps": 6, "eval_every": 3,
               "eval_samples": 1, "lr": 2e-3, "ds_max_draws": 4, "warm_steps": 40, "depo_warmup": 2,
               "oracle_samples": 2, "diagnose_samples": 2, "seeds": [0]},
-    "full": {"n_pool": 4000, "n_heldout": 500, "prompts_per_step": 16, "group": 8, "steps": 100, "eval_every": 10,
+    "full": {"n_pool": 4000, "n_heldout": 500, "prompts_per_step": 16, "group": 8, "steps": 200, "eval_every": 20,
              "eval_samples": 2, "lr": 3e-4, "ds_max_draws": 16, "warm_steps": None, "oracle_samples": 8,
-             "diagnose_samples": 4, "seeds": [0, 1, 2]},
+             "diagnose_samples": 4, "seeds": [0, 1, 2, 3, 4]},
 }
 REGIMES = ("hard", "easy", "balanced")
 
@@ -388,7 +388,11 @@ def render(payload: dict, out_dir: str, docs: str | None, log=print) -> str:
             f"This invocation took {meta['total_seconds']:.0f} s ({meta['reused']} runs reused).",
             "Task: shift-then-reverse (`benchmarks/pg_task.py`): the policy writes its working (the shifted letters), "
             f"then `|`, then the answer (the shifted letters reversed); the reward checks the answer only. Tiny Qwen2 "
-            f"(char-level), warm-started per seed on the shorter lengths. Per seed: its own pool of {size['n_pool']} "
+            "(char-level): a shared base learns the task on lengths 3-7, then every seed continues it from a noisy "
+            "teacher whose per-letter slip rate grows with the shift (0, 0.1, 0.3, 0.55 for shifts 1-4), so pass "
+            "rates spread over shift x length; lengths 8-10 are never taught (pass rate 0, unlearnable by RL). "
+            "Classes: solved = shift 1, frontier = shifts 2-4 (lengths 4-7), beyond = lengths 8-10. "
+            f"Per seed: its own pool of {size['n_pool']} "
             f"prompts, held-out set of {size['n_heldout']} (same mix as the pool), warm start. {size['steps']} steps "
             "of "
             f"{size['prompts_per_step']} prompts x {size['group']} completions, lr {size['lr']}; DS refills at most "
