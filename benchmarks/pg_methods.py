@@ -251,17 +251,20 @@ class GRESOArm(DSArm):
 class SelectorArm(Run):
     """DEPO's round through ``PromptSelector`` (``oracle=True``: the true pass rate replaces the prediction)."""
 
-    def __init__(self, *args, oracle: bool = False, selector_kwargs: dict | None = None, K: int = 4,
-                 warmup: int = 10, max_rollouts_per_epoch: int | None = 1, diagnose: bool = True, **kwargs):
+    def __init__(self, *args, oracle: bool = False, selector_settings: dict | None = None, K: int = 4,
+                 warmup: int = 10, max_rollouts_per_epoch: int | None = 1, diagnose: bool = True,
+                 pooling: str = "mean", **kwargs):
         super().__init__(*args, **kwargs)
         from depo_trl import PromptSelector
         from depo_trl.candidates import CandidateStream
 
         self.oracle, self.K, self.cap, self.do_diagnose = oracle, int(K), max_rollouts_per_epoch, diagnose
+        self.pooling = pooling
         self.warmup = 0 if oracle else int(warmup)
-        kwargs = dict(selector_kwargs or {})
-        kwargs.setdefault("features", ["length", "history", "embedding"])
-        self.selector = PromptSelector(group_size=self.G, seed=self.seed, **kwargs)
+        # The trainer's wiring: DEPOConfig field names; what is not given takes the engine's default, except the
+        # feature groups, where DEPOTrainer's default (with the policy embedding) differs from the bare engine's.
+        settings = {"depo_features": ["length", "history", "embedding"]} | dict(selector_settings or {})
+        self.selector = PromptSelector.from_config(settings, group_size=self.G, seed=self.seed)
         self.stream = CandidateStream(len(self.pool), seed=self.seed)
         self.rows = [{"i": i} for i in range(len(self.pool))]
         self.rollouts: dict[int, tuple[int, int]] = {}  # index -> (walk pass, rollouts in it)
@@ -288,7 +291,7 @@ class SelectorArm(Run):
         embeddings = None
         if self.selector.needs_embedding:
             self.ledger.prefill_tokens += int(counts.sum())
-            embeddings = T.embed(self.model, self.codec, rows)
+            embeddings = T.embed(self.model, self.codec, rows, pooling=self.pooling)
         scores = self.selector.score(texts, keys=keys, token_counts=counts, embeddings=embeddings)
         return scores, scores.predicted, keys, scores.features
 

@@ -256,8 +256,11 @@ def true_pass_rate(model, codec: Codec, rows: list[dict], batch: int = 512) -> n
 
 
 @torch.no_grad()
-def embed(model, codec: Codec, rows: list[dict], batch: int = 512) -> np.ndarray:
-    """Mean-pooled last hidden state of each prompt (what ``DEPOTrainer``'s default ``mean`` pooling reads)."""
+def embed(model, codec: Codec, rows: list[dict], batch: int = 512, pooling: str = "mean") -> np.ndarray:
+    """The policy's last hidden states of each prompt, pooled as ``DEPOTrainer``'s ``depo_embedding_pooling``:
+    ``"mean"`` (masked mean, the default) or ``"last"`` (the last prompt token's state)."""
+    if pooling not in ("mean", "last"):
+        raise ValueError(f"pooling must be 'mean' or 'last', got {pooling!r}.")
     was = model.training
     model.eval()
     out = []
@@ -265,8 +268,11 @@ def embed(model, codec: Codec, rows: list[dict], batch: int = 512) -> np.ndarray
         chunk = [codec.encode(r["prompt"]) for r in rows[start: start + batch]]
         ids, mask = _right_padded(chunk, codec.pad)
         hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
-        m = mask[..., None].float()
-        out.append(((hidden * m).sum(1) / m.sum(1)).numpy())
+        if pooling == "last":
+            out.append(hidden[torch.arange(len(chunk)), mask.sum(1) - 1].numpy())
+        else:
+            m = mask[..., None].float()
+            out.append(((hidden * m).sum(1) / m.sum(1)).numpy())
     model.train(was)
     return np.concatenate(out).astype(np.float64)
 

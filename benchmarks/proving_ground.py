@@ -55,11 +55,14 @@ METHODS: dict[str, tuple[str, dict]] = {
     "ORACLE": ("DEPO", {"oracle": True}),
     "DEPO": ("DEPO", {}),  # PromptSelector's and DEPOTrainer's defaults: K 4, warm-up 10, cap 1 rollout per epoch
     # Ablations (same seeds, side by side):
-    "DEPO-hier": ("DEPO", {"selector_kwargs": {"estimator": "hierarchical", "features": ["length", "embedding"],
-                                               "selection": "usefulness", "exploration": 0.0}}),
+    "DEPO-hier": ("DEPO", {"selector_settings": {"depo_estimator": "hierarchical",
+                                                 "depo_features": ["length", "embedding"],
+                                                 "depo_selection": "usefulness", "depo_exploration": 0.0}}),
     "DEPO-K8": ("DEPO", {"K": 8}),
     "DEPO-cap2": ("DEPO", {"max_rollouts_per_epoch": 2}),
     "DEPO-w2": ("DEPO", {"warmup": 2}),
+    "DEPO-gbdt": ("DEPO", {"selector_settings": {"depo_estimator": "gbdt"}}),
+    "DEPO-last": ("DEPO", {"pooling": "last"}),  # depo_embedding_pooling="last"
     "ORACLE-K8": ("DEPO", {"oracle": True, "K": 8}),  # the ceiling of selection with 8 candidates per rollout
 }
 DEFAULT_METHODS = ("GRPO", "DS", "GRESO", "ORACLE", "DEPO", "DEPO-hier", "DEPO-K8", "DEPO-cap2")
@@ -385,7 +388,8 @@ def render(payload: dict, out_dir: str, docs: str | None, log=print) -> str:
         header = "\n\n".join([
             "## Proving ground: DEPO's own predictor against faithful baselines and an oracle",
             f"Command: `{meta['command']}`. Machine: {meta['machine']}; load average at start {meta['load']}. "
-            f"This invocation took {meta['total_seconds']:.0f} s ({meta['reused']} runs reused).",
+            f"{'Its parts' if meta.get('parts') else 'This invocation'} took {meta['total_seconds']:.0f} s "
+            f"({meta['reused']} runs reused).",
             "Task: shift-then-reverse (`benchmarks/pg_task.py`): the policy writes its working (the shifted letters), "
             f"then `|`, then the answer (the shifted letters reversed); the reward checks the answer only. Tiny Qwen2 "
             "(char-level): a shared base learns the task on lengths 3-7, then every seed continues it from a noisy "
@@ -414,6 +418,37 @@ def render(payload: dict, out_dir: str, docs: str | None, log=print) -> str:
     return body
 
 
+def merge(paths: list[str], name: str) -> dict:
+    """One payload from several invocations' payloads: runs and pool profiles joined per regime (a method and seed
+    given twice in one regime is an error), the commands and times of every part kept in ``meta``."""
+    out = {"runs": {}, "warm": {}, "profile": {}}
+    parts = []
+    for path in paths:
+        with open(path) as f:
+            part = json.load(f)
+        for regime, runs in part["runs"].items():
+            have = {(r["method"], r["seed"]) for r in out["runs"].get(regime, [])}
+            dup = [(r["method"], r["seed"]) for r in runs if (r["method"], r["seed"]) in have]
+            if dup:
+                raise ValueError(f"{path} repeats runs already merged for {regime!r}: {dup}; merge each once.")
+            out["runs"].setdefault(regime, []).extend(runs)
+        for regime, prof in part["profile"].items():
+            out["profile"].setdefault(regime, {}).update(prof)
+        out["warm"].update(part.get("warm", {}))
+        parts.append(part["meta"])
+    first = parts[0]
+    if any(p["size"] != first["size"] for p in parts):
+        raise ValueError("The parts were run with different sizes; merge only runs of one benchmark size.")
+    out["meta"] = dict(first, name=name, command=" ; ".join(p["command"] for p in parts),
+                       total_seconds=sum(p["total_seconds"] for p in parts),
+                       reused=sum(p["reused"] for p in parts), load=" / ".join(p["load"] for p in parts),
+                       seeds=sorted({s for p in parts for s in p["seeds"]}),
+                       regimes=list(out["runs"]), methods={m: v for p in parts for m, v in p["methods"].items()},
+                       parts=parts)
+    out["analysis"] = analyse(out)
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
@@ -429,8 +464,20 @@ def main(argv=None):
     parser.add_argument("--no-docs", action="store_true")
     parser.add_argument("--fresh", action="store_true")
     parser.add_argument("--render", default=None, metavar="JSON")
+    parser.add_argument("--merge", default=None, metavar="JSON,JSON,...",
+                        help="combine the runs of several invocations (e.g. one per regime, run side by side on "
+                             "two cores) into one result under --name, then render it (tables, plot, docs)")
     args = parser.parse_args(argv)
     _offline()
+    if args.merge:
+        payload = merge(args.merge.split(","), args.name or "proving_ground")
+        path = os.path.join(args.out, f"{payload['meta']['name']}.json")
+        os.makedirs(args.out, exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(payload, f, indent=1, default=float)
+        print(f"wrote {path}")
+        print(render(payload, args.out, None if args.no_docs else DOCS))
+        return payload
     if args.render:
         with open(args.render) as f:
             payload = json.load(f)

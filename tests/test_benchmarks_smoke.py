@@ -307,3 +307,22 @@ def test_proving_ground_quick(tmp_path):
     assert set(comp) == set(runs) and all("ratio" in c and "area" in c for c in comp.values())
     assert runs["DEPO"]["ranking_rounds"], "DEPO filtered after its warm-up and its ranking was measured"
     assert (tmp_path / "proving_ground_quick.json").exists() and (tmp_path / "proving_ground_quick.png").exists()
+
+    # --merge joins invocations run side by side (e.g. one per regime) and refuses a run given twice
+    import json
+
+    half = {m: [r for r in payload["runs"]["hard"] if r["method"] in m_set]
+            for m, m_set in (("a", {"GRPO", "DEPO"}), ("b", {"DS", "GRESO", "ORACLE"}))}
+    paths = []
+    for name, runs in half.items():
+        part = dict(payload, runs={"hard": runs}, meta=dict(payload["meta"], command=f"part {name}"))
+        paths.append(str(tmp_path / f"{name}.json"))
+        with open(paths[-1], "w") as f:
+            json.dump(part, f, default=float)
+    merged = proving_ground.merge(paths, "merged")
+    assert {r["method"] for r in merged["runs"]["hard"]} == set(proving_ground.QUICK_METHODS)
+    assert merged["meta"]["command"] == "part a ; part b"
+    # the same analysis as the single invocation (compared as JSON: the quick run's ratios may be NaN)
+    assert json.dumps(merged["analysis"]["hard"]["completions"]["methods"]["DEPO"]) == json.dumps(comp["DEPO"])
+    with pytest.raises(ValueError, match="repeats runs"):
+        proving_ground.merge([paths[0], paths[0]], "twice")
