@@ -420,18 +420,23 @@ def render(payload: dict, out_dir: str, docs: str | None, log=print) -> str:
 
 def merge(paths: list[str], name: str) -> dict:
     """One payload from several invocations' payloads: runs and pool profiles joined per regime (a method and seed
-    given twice in one regime is an error), the commands and times of every part kept in ``meta``."""
+    given twice must be the same run, e.g. GRPO rerun beside ablations: its curve must match exactly, and the first
+    is kept), the commands and times of every part kept in ``meta``."""
     out = {"runs": {}, "warm": {}, "profile": {}}
     parts = []
     for path in paths:
         with open(path) as f:
             part = json.load(f)
         for regime, runs in part["runs"].items():
-            have = {(r["method"], r["seed"]) for r in out["runs"].get(regime, [])}
-            dup = [(r["method"], r["seed"]) for r in runs if (r["method"], r["seed"]) in have]
-            if dup:
-                raise ValueError(f"{path} repeats runs already merged for {regime!r}: {dup}; merge each once.")
-            out["runs"].setdefault(regime, []).extend(runs)
+            have = {(r["method"], r["seed"]): r for r in out["runs"].get(regime, [])}
+            for r in runs:
+                twin = have.get((r["method"], r["seed"]))
+                if twin is None:
+                    out["runs"].setdefault(regime, []).append(r)
+                elif [p["accuracy"] for p in twin["curve"]] != [p["accuracy"] for p in r["curve"]]:
+                    # a part that reruns a reference arm (e.g. GRPO beside ablations) must reproduce it exactly
+                    raise ValueError(f"{path} has a different {r['method']} seed {r['seed']} run for {regime!r} "
+                                     "than a part merged before it: the parts do not describe one experiment.")
         for regime, prof in part["profile"].items():
             out["profile"].setdefault(regime, {}).update(prof)
         out["warm"].update(part.get("warm", {}))

@@ -324,5 +324,11 @@ def test_proving_ground_quick(tmp_path):
     assert merged["meta"]["command"] == "part a ; part b"
     # the same analysis as the single invocation (compared as JSON: the quick run's ratios may be NaN)
     assert json.dumps(merged["analysis"]["hard"]["completions"]["methods"]["DEPO"]) == json.dumps(comp["DEPO"])
-    with pytest.raises(ValueError, match="repeats runs"):
-        proving_ground.merge([paths[0], paths[0]], "twice")
+    # a part that reruns an arm must reproduce it exactly (kept once); a different run is refused
+    assert len(proving_ground.merge([paths[0], paths[0]], "twice")["runs"]["hard"]) == 2
+    changed = json.loads(open(paths[0]).read())
+    changed["runs"]["hard"][0]["curve"][-1]["accuracy"] += 0.5
+    with open(tmp_path / "changed.json", "w") as f:
+        json.dump(changed, f)
+    with pytest.raises(ValueError, match="do not describe one experiment"):
+        proving_ground.merge([paths[0], str(tmp_path / "changed.json")], "twice")
