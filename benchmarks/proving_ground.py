@@ -63,6 +63,7 @@ METHODS: dict[str, tuple[str, dict]] = {
     "DEPO-w2": ("DEPO", {"warmup": 2}),
     "DEPO-gbdt": ("DEPO", {"selector_settings": {"depo_estimator": "gbdt"}}),
     "DEPO-last": ("DEPO", {"pooling": "last"}),  # depo_embedding_pooling="last"
+    "DEPO-text": ("DEPO", {"selector_settings": {"depo_features": ["length", "history", "embedding", "text"]}}),
     "ORACLE-K8": ("DEPO", {"oracle": True, "K": 8}),  # the ceiling of selection with 8 candidates per rollout
 }
 DEFAULT_METHODS = ("GRPO", "DS", "GRESO", "ORACLE", "DEPO", "DEPO-hier", "DEPO-K8", "DEPO-cap2")
