@@ -63,6 +63,8 @@ METHODS: dict[str, tuple[str, dict]] = {
     "DEPO-w2": ("DEPO", {"warmup": 2}),
     "DEPO-gbdt": ("DEPO", {"selector_settings": {"depo_estimator": "gbdt"}}),
     "DEPO-last": ("DEPO", {"pooling": "last"}),  # depo_embedding_pooling="last"
+    "DEPO-wide": ("DEPO", {"selector_settings": {"depo_band_high": 0.95}}),  # band [0.15, 0.95]
+    "DEPO-useful": ("DEPO", {"selector_settings": {"depo_selection": "usefulness"}}),
     "DEPO-text": ("DEPO", {"selector_settings": {"depo_features": ["length", "history", "embedding", "text"]}}),
     "ORACLE-K8": ("DEPO", {"oracle": True, "K": 8}),  # the ceiling of selection with 8 candidates per rollout
 }
