@@ -145,7 +145,7 @@ class DEPOTrainer(GRPOTrainer):
         self.depo_load_switch = LoadSwitch()
         self.add_callback(LoadSwitchCallback(self))
         check_adapter(self.accelerator.unwrap_model(self.model), args.depo_embedding_adapter,
-                      self.depo_selector.needs_embedding)
+                      self.depo_encoder.needs_prefill)
         self._depo_index_recorder: IndexRecorder | None = None  # set with the train sampler (warm-up row indices)
         hint = cpu_hint(args, self.accelerator.device.type, torch.get_num_threads())
         if hint is not None:

@@ -121,3 +121,10 @@ def test_trainer_refuses_an_answer_column_the_dataset_lacks(tokenizer, config_fa
                           depo_feature_options={"answer_likelihood": {"column": "solution"}})
     with pytest.raises(ValueError, match=r"reads columns \['solution'\].*lacks.*answer_likelihood"):
         _graded_trainer(tokenizer, args)
+
+
+def test_adapter_off_without_peft_is_refused_when_only_the_answer_prefill_reads_the_model(tokenizer, config_factory):
+    """The refusal follows what the groups declare: the answer prefill reads the model as the embedding does."""
+    args = config_factory(depo_features=["length", "answer_likelihood"], depo_embedding_adapter="off")
+    with pytest.raises(ValueError, match="depo_embedding_adapter='off' embeds with the PEFT adapter disabled, but"):
+        _graded_trainer(tokenizer, args)

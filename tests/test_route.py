@@ -59,7 +59,7 @@ def test_predictions_follow_difficulty_and_tau_splits(tiny_run, prompts):
     assert (routing.predicted[routes == SMALL] >= 0.3).all() and (routing.predicted[routes == LARGE] < 0.3).all()
     # prompts sent to the larger model really are the harder ones
     assert true_rate[routes == LARGE].mean() < true_rate[routes == SMALL].mean()
-    assert "Embedding features: computed with the run's saved model." in routing.summary()
+    assert "Model-read features (embeddings): computed with the run's saved model." in routing.summary()
 
 
 def test_checkpoint_routes_and_missing_config_names_the_fix(tiny_run, prompts, tmp_path):
@@ -91,7 +91,7 @@ def test_embedding_run_without_its_model_is_refused_clearly(tiny_run, prompts, t
                  "chat_template.jinja"):
         if (tiny_run / name).exists():
             shutil.copy(tiny_run / name, stripped / name)
-    with pytest.raises(FileNotFoundError, match=r"depo_features without embedding"):
+    with pytest.raises(FileNotFoundError, match=r"depo_features that read no model"):
         route(str(stripped), str(path))
 
 
@@ -103,6 +103,16 @@ def test_run_without_embedding_routes_without_any_model(tmp_path, prompts):
         (run / name).unlink()  # no model needed
     routing = route(str(run), [r["prompt"] for r in rows], tau=0.5)
     assert len(routing.predicted) == len(rows) and np.isfinite(routing.predicted).all()
+
+
+def test_run_whose_only_model_read_feature_is_answer_likelihood_loads_its_model(tmp_path, prompts):
+    """Routing loads the run's model for whatever its feature groups declare, not only for 'embedding'."""
+    path, rows = prompts
+    run = _train(tmp_path / "answer-run", "--depo_features", "length", "answer_likelihood", "--save_strategy", "no",
+                 "--max_steps", "6", "--depo_feature_options", '{"answer_likelihood": {"column": "allowed"}}')
+    routing = route(str(run), str(path), tau=0.5)
+    assert len(routing.predicted) == len(rows) and np.isfinite(routing.predicted).all()
+    assert "Model-read features (answer_logprobs): computed with the run's saved model." in routing.summary()
 
 
 def test_cli_writes_routed_jsonl(tiny_run, prompts, tmp_path, capsys):
