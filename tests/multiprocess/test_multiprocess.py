@@ -9,11 +9,12 @@ import sys
 import pytest
 
 WORKER = os.path.join(os.path.dirname(__file__), "mp_worker.py")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 
 
 def _run(nproc, per_device_batch, backend, tmp_path, features="default"):
     torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.path.dirname(os.path.dirname(WORKER))}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
     cmd = [torchrun, "--nproc_per_node", str(nproc), "--master_port", str(29500 + os.getpid() % 1000), WORKER,
            str(tmp_path), str(per_device_batch), backend, features]
     try:

@@ -21,7 +21,8 @@ from depo_trl.features import (
 from depo_trl.history import prompt_key
 
 # The first 300 rows of shared/data's DeepScaleR pass-rate file, shipped with the tests (see tests/data/README.md).
-SHARED_PASSRATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "deepscaler_passrate_300.jsonl")
+SHARED_PASSRATE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data",
+                               "deepscaler_passrate_300.jsonl")
 
 
 def batch(texts, **kwargs):

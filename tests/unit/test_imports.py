@@ -75,7 +75,7 @@ print(json.dumps({"error": error, "attempts": attempts, "loaded": loaded}))
 
 
 def _probe(module: str) -> dict:
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     done = subprocess.run([sys.executable, "-c", _PROBE, module, ",".join(BLOCKED)], capture_output=True, text=True,
                           cwd=root, env={**os.environ, "PYTHONPATH": root}, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -122,7 +122,7 @@ def test_no_import_cycle_between_rewards_and_graded_tasks():
     """``graded_tasks`` and ``rewards`` share the completion-text helper through ``completions``, not each other."""
     import ast
 
-    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "depo_trl")
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "depo_trl")
     with open(os.path.join(root, "graded_tasks.py")) as f:
         tree = ast.parse(f.read())
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}

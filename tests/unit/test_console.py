@@ -18,7 +18,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback  # n
 from depo_trl.console import DEPOConsole  # noqa: E402
 from depo_trl.scripts.depo import main, parse_args  # noqa: E402
 
-TINY = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "depo" / "config_letters.yaml"
+TINY = Path(__file__).resolve().parents[2] / "recipes" / "tiny" / "depo" / "config_letters.yaml"
 LINE = re.compile(
     r"^\[DEPO\] step (\d+)/(\d+)( \(warm-up\)| \(filtering from step \d+\))? \| reward (\S+) \| "
     r"rolled out (\d+)/(\d+) \| useful (\d+%|n/a) \| "

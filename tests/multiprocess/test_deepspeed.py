@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-WORKER = ROOT / "tests" / "ds_worker.py"
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = ROOT / "tests" / "multiprocess" / "ds_worker.py"
 CONFIGS = ROOT / "recipes" / "accelerate_configs"
 TINY = ROOT / "recipes" / "tiny" / "depo" / "config_letters.yaml"
 TIMEOUT = 300

@@ -1,4 +1,4 @@
-"""Run by tests/test_deepspeed.py under
+"""Run by tests/multiprocess/test_deepspeed.py under
 ``accelerate launch --config_file recipes/accelerate_configs/zero{2,3}_cpu.yaml``: a short DEPO run under
 DeepSpeed ZeRO on CPU (2 processes, gloo) with the ``embedding`` and ``answer_likelihood`` features, so the policy
 prefill runs through the sharded model.

@@ -150,7 +150,7 @@ def test_the_readme_loop_runs():
     import pathlib
     import re
 
-    readme = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "engine.md").read_text()
+    readme = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "engine.md").read_text()
     section = readme.split("## Without TRL: the engine in any RL loop", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     namespace: dict = {}

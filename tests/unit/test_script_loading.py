@@ -17,7 +17,7 @@ from depo_trl.scripts.depo import DEPOScriptArguments  # noqa: E402
 from depo_trl.scripts.loading import load_datasets, load_model, load_reward_funcs  # noqa: E402
 
 # The first 50 rows of GSM8K's test split, shipped with the tests (MIT; see tests/data/README.md).
-GSM8K_TEST = Path(__file__).resolve().parent / "data" / "gsm8k_test_50.jsonl"
+GSM8K_TEST = Path(__file__).resolve().parents[1] / "data" / "gsm8k_test_50.jsonl"
 ROWS = [
     {"question": "Tom has 3 apples and buys 1,000 more. How many?", "answer": "3 + 1000 = 1003\n#### 1,003"},
     {"question": "What is 6 times 7?", "answer": "6 * 7 = <<6*7=42>>42\n#### 42"},

@@ -19,7 +19,7 @@ from depo_trl.route import LARGE, SMALL, find_state_dir, route  # noqa: E402
 from depo_trl.scripts.depo import main, parse_args  # noqa: E402
 from depo_trl.tasks import LETTERS_ALPHABET, letters_dataset  # noqa: E402
 
-TINY = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "depo" / "config_letters.yaml"
+TINY = Path(__file__).resolve().parents[2] / "recipes" / "tiny" / "depo" / "config_letters.yaml"
 
 
 def _train(out, *flags):

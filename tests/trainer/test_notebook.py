@@ -9,7 +9,7 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel", reason="the notebook test needs a python3 Jupyter kernel (pip install ipykernel)")
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "depo_gsm8k_lora_colab.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "depo_gsm8k_lora_colab.ipynb"
 
 
 def _tiny(nb, output_dir):

@@ -18,7 +18,7 @@ from depo_trl import DEPOConfig, cli  # noqa: E402
 from depo_trl.scripts.depo import DEPOScriptArguments, parse_args, run  # noqa: E402
 from depo_trl.scripts.parser import UnknownArgumentsError  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "recipes" / "tiny" / "depo" / "config_letters.yaml"
 
 

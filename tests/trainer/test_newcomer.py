@@ -22,7 +22,7 @@ from depo_trl import DEPOTrainer  # noqa: E402
 from depo_trl.console import DEPOConsole  # noqa: E402
 from depo_trl.tasks import letters_dataset, letters_reward  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 TINY_RECIPE = ROOT / "recipes" / "tiny" / "depo" / "config_letters.yaml"
 
@@ -56,7 +56,8 @@ def normalise(output: str) -> list[str]:
 # ------------------------------------------------------------------------------------------------ README example
 def test_readme_python_example_runs_and_prints_the_quoted_output(tmp_path):
     """The README's complete example (dataset, reward, model by name) runs as written, and the output block under it
-    is what it prints: regenerate the block with `python tests/test_newcomer.py` when this fails."""
+    is what it prints: regenerate the block with `PYTHONPATH=.:tests python tests/trainer/test_newcomer.py` when
+    this fails."""
     code = readme_block("quickstart")
     run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(), capture_output=True, text=True,
                          timeout=300)

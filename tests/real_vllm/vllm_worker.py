@@ -1,7 +1,8 @@
-"""Run by tests/test_vllm.py (and benchmarks/vllm_generation.py), one training run per process: vLLM keeps
+"""Run by tests/real_vllm/test_vllm.py (and benchmarks/vllm_generation.py), one training run per process: vLLM keeps
 process-wide state (its distributed group, platform, compiled kernels), so each run gets a fresh interpreter.
 
-Usage: ``python tests/vllm_worker.py RESULT_JSON --trainer grpo|depo --mode colocate|server|none --model DIR ...``
+Usage: ``python tests/real_vllm/vllm_worker.py RESULT_JSON --trainer grpo|depo --mode colocate|server|none
+--model DIR ...``
 
 Trains GRPOTrainer (built inside ``depo_trl.vllm_cpu.trl_vllm_settings``) or DEPOTrainer on the letters task and
 writes what the test asserts on to RESULT_JSON:

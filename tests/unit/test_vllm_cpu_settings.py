@@ -1,6 +1,6 @@
 """depo_trl.vllm_cpu without vLLM: the CPU settings, their environment overrides, and the errors that name a fix.
 
-The real runs (vLLM installed) are in tests/test_vllm.py (``make test-vllm``)."""
+The real runs (vLLM installed) are in tests/real_vllm/test_vllm.py (``make test-vllm``)."""
 
 import importlib.metadata
 import subprocess
@@ -114,7 +114,7 @@ def test_colocate_checks_the_model_before_trl_builds_anything():
 def test_cli_check_and_install_alias_without_vllm_cpu():
     # the default environment has no vllm-cpu: both commands say so and fail, naming the install
     if vllm_cpu.distribution_version("vllm-cpu") is not None:
-        pytest.skip("vllm-cpu is installed here: tests/test_vllm.py covers the commands")
+        pytest.skip("vllm-cpu is installed here: tests/real_vllm/test_vllm.py covers the commands")
     run = [sys.executable, "-m", "depo_trl.vllm_cpu"]
     check = subprocess.run(run + ["check"], capture_output=True, text=True, timeout=120)
     alias = subprocess.run(run + ["install-alias"], capture_output=True, text=True, timeout=120)

@@ -1,4 +1,4 @@
-"""Run by tests/test_multiprocess.py under ``torchrun --nproc_per_node N``: a short DEPO run on CPU/gloo.
+"""Run by tests/multiprocess/test_multiprocess.py under ``torchrun --nproc_per_node N``: a short DEPO run on CPU/gloo.
 
 Each rank writes what it saw to ``<out>/rank<r>.json``: the selected prompt keys per round, the rows that
 reached its reward function, the estimator's state and the history, so the test can compare ranks.

@@ -18,7 +18,7 @@ from depo_trl.rewards import (
     normalize_number,
 )
 
-GSM8K_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k"
+GSM8K_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "gsm8k"
 
 
 @pytest.fixture(scope="module")

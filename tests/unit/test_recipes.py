@@ -21,7 +21,7 @@ from depo_trl import DEPOConfig, report  # noqa: E402
 from depo_trl.rewards import DATASET_FORMATTERS, get_reward_funcs  # noqa: E402
 from depo_trl.scripts.depo import DEPOScriptArguments, parse_args, run  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((ROOT / "recipes").glob("**/config_*.yaml"))
 ACCELERATE = ROOT / "recipes" / "accelerate_configs"
 TINY = ROOT / "recipes" / "tiny" / "depo" / "config_letters.yaml"
