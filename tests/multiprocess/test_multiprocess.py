@@ -22,7 +22,7 @@ def _run(nproc, per_device_batch, backend, tmp_path, features="default"):
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"torchrun with {nproc} processes timed out after 300 s:\n{exc.stdout}\n{exc.stderr}")
     assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    return [json.load(open(tmp_path / f"rank{r}.json")) for r in range(nproc)]
+    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(nproc)]
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA
 
 from depo_trl import rewards
 from depo_trl.rewards import (
@@ -18,7 +19,7 @@ from depo_trl.rewards import (
     normalize_number,
 )
 
-GSM8K_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "gsm8k"
+GSM8K_DIR = Path(SHARED_DATA) / "gsm8k"
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def gsm8k_rows():
     if not (GSM8K_DIR / "test.jsonl").exists():
         pytest.skip(f"GSM8K data not found at {GSM8K_DIR}: put train.jsonl and test.jsonl from "
                     "github.com/openai/grade-school-math (grade_school_math/data/, MIT) in ../shared/data/gsm8k/ "
-                    "next to the repository (docs/data.md)")
+                    "next to the repository, or set $DEPO_BENCH_DATA (docs/data.md)")
     rows = []
     for name in ("train.jsonl", "test.jsonl"):
         with open(GSM8K_DIR / name) as f:
