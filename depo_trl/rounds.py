@@ -112,6 +112,13 @@ class RolloutCounter:
         seen = self.seen.get(int(key))
         return self.cap is not None and seen is not None and seen[0] == pass_index and seen[1] >= self.cap
 
+    def skip_rule(self, key_of: Callable[[dict], int]) -> Callable[[dict, int], bool] | None:
+        """The ``skip`` of ``CandidateStream.draw``: a row whose prompt (``key_of(row)``) is at the cap in that walk
+        pass is passed over; None without a cap."""
+        if self.cap is None:
+            return None
+        return lambda row, pass_index: self.over_cap(key_of(row), pass_index)
+
     def count(self, keys, passes) -> None:
         for key, pass_index in zip(keys, passes):
             seen = self.seen.get(int(key))
