@@ -95,3 +95,54 @@ def test_history_eviction_keeps_recent_prompts_and_survives_a_round_trip():
         np.testing.assert_array_equal(restored.lookup(keys)[name], values, err_msg=name)
     restored.update(np.arange(5000, 5100), np.full(100, 8), np.full(100, 8))  # keeps working after restore
     assert restored.lookup(np.arange(5000, 5100))["seen"].all() and len(restored) <= 1000
+
+
+def test_rank_rows_lays_out_contiguous_groups_of_separate_objects():
+    from depo_trl.candidates import rank_rows
+
+    rows = [{"prompt": "a", "tags": ["x"]}, {"prompt": "b", "tags": ["y"]}]
+    slices = [rank_rows(rows, 3, 2, rank) for rank in range(2)]
+    together = slices[0] + slices[1]
+    assert [r["prompt"] for r in together] == ["a", "a", "a", "b", "b", "b"] and len(slices[0]) == 3
+    together[0]["tags"].append("written by TRL")
+    assert together[1]["tags"] == ["x"] and rows[0]["tags"] == ["x"]  # no row shares a container
+
+
+def test_trl_columns_hand_trl_exactly_its_own_columns():
+    from depo_trl.candidates import TrlColumns
+
+    columns = TrlColumns(remove_unused_columns=True)
+    assert columns.widen(["prompt"], ["level", "prompt"]) == ["prompt", "level"]
+    drawn = [{"prompt": "p", "level": 3, "answer": "4"}]
+    assert columns.for_trl(drawn, drawn=True) == [{"prompt": "p"}]
+    from_loader = [{"prompt": "p", "level": 3}]  # TRL's dataloader kept 'level' because DEPO asked it to
+    assert columns.for_trl(from_loader, drawn=False) == [{"prompt": "p"}]
+    assert TrlColumns(remove_unused_columns=False).for_trl(drawn, drawn=True) is drawn
+
+
+def test_pass_labeller_counts_passes_and_warns_once_each():
+    from depo_trl.labels import PassLabeller
+
+    labeller = PassLabeller(["correct", "format"], threshold=0.5)
+    always = np.ones((2, 4, 2))  # every completion passes: the threshold never splits
+    notes = [labeller(always, [0])[2] for _ in range(6)]
+    assert [len(n) for n in notes] == [0, 0, 0, 0, 1, 0] and "cannot tell prompts apart" in notes[4][0]
+    values = np.full((3, 4, 2), np.nan)
+    values[0, :, 0] = [1, 0, 1, 1]  # 'correct' applies: 3 of 4 pass
+    values[1, :, 1] = [0, 0, 0, 1]  # only 'format' applies, but it is not a pass reward here
+    passes, trials, notes = labeller(values, [0])
+    assert passes.tolist() == [3, 0, 0] and trials.tolist() == [4, 0, 0]
+    assert len(notes) == 1 and "2 of 3 prompts" in notes[0]
+    assert labeller(values, [0])[2] == []  # said once per run
+    passes, trials, _ = labeller(values, [0, 1])  # 'format' asked next: it labels the second group
+    assert passes.tolist() == [3, 1, 0] and trials.tolist() == [4, 4, 0]
+
+
+def test_rollout_cap_skips_a_prompt_only_within_its_walk_pass():
+    from depo_trl.rounds import RolloutCounter
+
+    assert RolloutCounter(None).skip_rule(lambda row: row["key"]) is None
+    counter = RolloutCounter(cap=1)
+    skip = counter.skip_rule(lambda row: row["key"])
+    counter.count([7], [0])
+    assert skip({"key": 7}, 0) and not skip({"key": 7}, 1) and not skip({"key": 8}, 0)
