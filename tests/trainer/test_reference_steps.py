@@ -138,6 +138,15 @@ def test_console_measures_the_saving_against_the_reference_steps(tokenizer, conf
     assert re.search(r"completions saved vs that reference\s+~-?\d+ \(uniform's useful share measured on the same "
                      r"policy, at the reference steps\)", table)
     assert re.search(r"warm-up [\d.]+ s/step, filtering [\d.]+ s/step, reference [\d.]+ s/step", table)
+    # depo-trl report reads the same reference from trainer_state.json.
+    from depo_trl import report
+
+    trainer.save_state()
+    summary = report.compute_summary(report.load_run(args.output_dir))
+    assert summary["uniform_reference_source"] == "reference steps"
+    assert summary["uniform_reference"] == pytest.approx(mean)
+    assert (summary["reference_steps"], summary["reference_groups"]) == (2, 16)
+    assert "measured at 2 reference steps (~16 groups" in report.format_summary(summary)
 
 
 def test_default_zero_changes_nothing(tokenizer, config_factory, tmp_path):
