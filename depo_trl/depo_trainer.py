@@ -21,14 +21,14 @@ encoding is ``depo_trl.prompt_encoder``, pass labels and their warnings ``depo_t
 ``depo_trl._trl_compat``.
 
 During ``depo_warmup_steps`` (or when K = 1) steps 1-4 are replaced by GRPO's own batch, untouched: the trainer
-behaves exactly like ``GRPOTrainer`` while the estimator learns (the embedding prefill runs in eval mode and draws no
-torch RNG). So are they on the reference steps after warm-up (every ``depo_reference_every``-th step, when set): GRPO's
-uniform batch on the current policy, whose useful-group share is the reference the console and report measure the
-saving against (``depo/reference_useful_group_share``). Evaluation is never filtered. Every row handed to TRL is its own object with exactly the columns TRL's
-dataloader would give it. An epoch is one pass of the candidate walk (``depo_trl.epochs``): TRL's dataloader is cut
-to that many rounds, and once filtering has begun its batches (which DEPO ignores) are not read from the dataset.
-With nothing to choose from (a TRL environment owns the data, or the dataset holds no more than U prompts) the whole
-run is plain GRPO.
+behaves exactly like ``GRPOTrainer`` while the estimator learns (the embedding prefill runs in eval mode and draws
+no torch RNG). So are they on the reference steps after warm-up (every ``depo_reference_every``-th step, when set):
+GRPO's uniform batch on the current policy, whose useful-group share is the reference the console and report measure
+the saving against (``depo/reference_useful_group_share``). Evaluation is never filtered. Every row handed to TRL is
+its own object with exactly the columns TRL's dataloader would give it. An epoch is one pass of the candidate walk
+(``depo_trl.epochs``): TRL's dataloader is cut to that many rounds, and once filtering has begun its batches (which
+DEPO ignores) are not read from the dataset. With nothing to choose from (a TRL environment owns the data, or the
+dataset holds no more than U prompts) the whole run is plain GRPO.
 """
 
 from __future__ import annotations

@@ -18,9 +18,10 @@ when present (exact run totals). It writes, into ``<output_dir>/depo_report/``:
 
 The uniform reference is the useful-group share of GRPO's own uniform batch. With reference steps
 (``depo_reference_every``: every N-th step after warm-up rolls out GRPO's batch on the current policy) it is their
-mean share (``depo/reference_useful_group_share``, weighted by reference rounds per window), measured through the same
-run the saving counts. Without them it is the share observed during the warm-up rounds, when DEPO does not filter;
-the policy changes after warm-up, so that is a reference, not a counterfactual, and the summary says so. Plots use matplotlib's object API (no pyplot), so no display is needed.
+mean share (``depo/reference_useful_group_share``, weighted by reference rounds per window), measured through the
+same run the saving counts. Without them it is the share observed during the warm-up rounds, when DEPO does not
+filter; the policy changes after warm-up, so that is a reference, not a counterfactual, and the summary says so.
+Plots use matplotlib's object API (no pyplot), so no display is needed.
 """
 
 from __future__ import annotations
@@ -377,13 +378,13 @@ def plot_rollouts_saved(run: RunHistory, summary: dict, path: str) -> None:
     unit = "completions" if summary["group_size"] else "prompt groups"
     ax2.plot(cum["step"], cum["rolled_out"] * group, label=f"{unit} generated (DEPO)")
     reference = summary["uniform_reference"]
+    where = "at reference steps" if summary.get("uniform_reference_source") == "reference steps" else "in warm-up"
     if np.isfinite(reference) and reference > 0:
         ax2.plot(
             cum["step"],
             cum["useful"] / reference * group,
             linestyle="--",
-            label=f"uniform, same useful groups (ref. {reference:.0%} useful "
-                  f"{'at reference steps' if summary.get('uniform_reference_source') == 'reference steps' else 'in warm-up'})",
+            label=f"uniform, same useful groups (ref. {reference:.0%} useful {where})",
         )
     ax2.set(xlabel="step", ylabel=f"{unit} (cumulative)", title=f"{unit.capitalize()}: DEPO vs uniform")
     ax2.legend(fontsize="small")

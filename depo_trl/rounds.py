@@ -2,9 +2,10 @@
 
 ``Round`` is what the trainer decides before rollout and keeps until the rewards arrive. ``round_metrics`` and
 ``audit_record`` turn a finished round into its ``depo/*`` metrics and its line of ``depo_decisions.jsonl``.
-``is_reference_step`` says which steps are reference steps (``depo_reference_every``). ``RolloutCounter`` enforces ``depo_max_rollouts_per_epoch`` (rollouts of one prompt within one pass of the candidate
-walk). ``warmup_indices`` reads a warm-up round's dataset indices back from TRL's sampler. ``candidate_fingerprint``
-and ``check_same_candidates`` make sure every rank drew the same candidates. Plain numpy, no TRL.
+``is_reference_step`` says which steps are reference steps (``depo_reference_every``). ``RolloutCounter`` enforces
+``depo_max_rollouts_per_epoch`` (rollouts of one prompt within one pass of the candidate walk). ``warmup_indices``
+reads a warm-up round's dataset indices back from TRL's sampler. ``candidate_fingerprint`` and
+``check_same_candidates`` make sure every rank drew the same candidates. Plain numpy, no TRL.
 """
 
 from __future__ import annotations
