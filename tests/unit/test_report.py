@@ -1,6 +1,7 @@
 """`depo-trl report` on hand-written log histories: totals, the warm-up uniform reference, checkpoints, errors."""
 
 import json
+import os
 
 import pytest
 
@@ -133,3 +134,5 @@ def test_reference_steps_are_the_uniform_reference_when_logged(tmp_path):
     text = report.format_summary(summary)
     assert "Uniform reference: 30.0% useful, measured at 2 reference steps (~16 groups" in text
     assert "after warm-up (reference steps aside)." in text and "logged warm-up windows" not in text
+    written = report.write_report(str(tmp_path))  # the plots label the reference by its source
+    assert all(os.path.isfile(written[name]) for name in (*report.PLOTS, "summary"))
