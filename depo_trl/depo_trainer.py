@@ -21,12 +21,14 @@ encoding is ``depo_trl.prompt_encoder``, pass labels and their warnings ``depo_t
 ``depo_trl._trl_compat``.
 
 During ``depo_warmup_steps`` (or when K = 1) steps 1-4 are replaced by GRPO's own batch, untouched: the trainer
-behaves exactly like ``GRPOTrainer`` while the estimator learns (the embedding prefill runs in eval mode and draws no
-torch RNG). Evaluation is never filtered. Every row handed to TRL is its own object with exactly the columns TRL's
-dataloader would give it. An epoch is one pass of the candidate walk (``depo_trl.epochs``): TRL's dataloader is cut
-to that many rounds, and once filtering has begun its batches (which DEPO ignores) are not read from the dataset.
-With nothing to choose from (a TRL environment owns the data, or the dataset holds no more than U prompts) the whole
-run is plain GRPO.
+behaves exactly like ``GRPOTrainer`` while the estimator learns (the embedding prefill runs in eval mode and draws
+no torch RNG). So are they on the reference steps after warm-up (every ``depo_reference_every``-th step, when set):
+GRPO's uniform batch on the current policy, whose useful-group share is the reference the console and report measure
+the saving against (``depo/reference_useful_group_share``). Evaluation is never filtered. Every row handed to TRL is
+its own object with exactly the columns TRL's dataloader would give it. An epoch is one pass of the candidate walk
+(``depo_trl.epochs``): TRL's dataloader is cut to that many rounds, and once filtering has begun its batches (which
+DEPO ignores) are not read from the dataset. With nothing to choose from (a TRL environment owns the data, or the
+dataset holds no more than U prompts) the whole run is plain GRPO.
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ from .features import EmbeddingCache, Featurizer
 from .history import PromptHistory, prompt_key
 from .labels import PassLabeller, resolve_pass_order
 from .prompt_encoder import PromptEncoder, adapter_context, check_adapter, sharded_prefill
-from .rounds import (Round, RolloutCounter, audit_record, candidate_fingerprint, check_same_candidates, round_metrics,
-                     warmup_indices)
+from .rounds import (Round, RolloutCounter, audit_record, candidate_fingerprint, check_same_candidates,
+                     is_reference_step, round_metrics, warmup_indices)
 from .selection import REASON_BAND, Selection, in_band
 from .state import load_state, save_state
 from .trainer_setup import (candidate_prompt, check_metadata_columns, check_train_dataset, depo_config_for,
@@ -177,7 +179,8 @@ class DEPOTrainer(GRPOTrainer):
             sampler = EpochOfRounds(sampler, rounds * per_round)
         if not (is_map_style(self.train_dataset) and self.args.depo_audit_log and self.accelerator.is_main_process):
             return sampler
-        # Remember what the sampler yields, so warm-up rounds (TRL's own batches) log their dataset indices.
+        # Remember what the sampler yields, so warm-up and reference rounds (TRL's own batches) log their dataset
+        # indices.
         self._depo_index_recorder = IndexRecorder(
             sampler, self.args.generation_batch_size, self.num_iterations * self.args.steps_per_generation,
             self.num_generations,
@@ -250,18 +253,33 @@ class DEPOTrainer(GRPOTrainer):
     # ------------------------------------------------------------------ one round: plan
     @property
     def depo_filtering(self) -> bool:
-        """Whether this round filters (False during warm-up, or when K = 1)."""
+        """Whether this round filters (False during warm-up, on reference steps, or when K = 1)."""
         return (
             self.args.depo_candidate_multiplier > 1
             and self.depo_disabled_reason is None
             and self.state.global_step >= self.args.depo_warmup_steps
+            and not self.depo_reference_round
         )
+
+    @property
+    def depo_reference_round(self) -> bool | None:
+        """Whether this round is a reference round (``depo_reference_every``: GRPO's own batch after warm-up, whose
+        useful share is the uniform reference on the current policy); None when the run has no reference steps."""
+        every = self.args.depo_reference_every
+        if not every or self.args.depo_candidate_multiplier <= 1 or self.depo_disabled_reason is not None:
+            return None
+        # Optimizer steps one generation round trains (TRL generates every steps_per_generation x num_iterations
+        # micro-steps; an optimizer step is gradient_accumulation_steps of them).
+        span = self.args.steps_per_generation * self.num_iterations // self.args.gradient_accumulation_steps
+        return is_reference_step(self.state.global_step, self.args.depo_warmup_steps, every, span)
 
     def _plan_round(self, inputs: list[dict]) -> tuple[Round, list[dict]]:
         group = self.num_generations
         walk = self.depo_candidates if isinstance(self.depo_candidates, CandidateStream) else None
+        reference = self.depo_reference_round
         if not self.depo_filtering:
-            # GRPO's own batch: G contiguous copies per prompt across the ranks' concatenated rows.
+            # GRPO's own batch (warm-up or a reference step): G contiguous copies per prompt across the ranks'
+            # concatenated rows.
             prompts = gather_object([candidate_prompt(x) for x in inputs])[::group]
             metadata = {c: gather_object([x[c] for x in inputs])[::group] for c in self.depo_selector.metadata_columns}
             environments = (None if self.environment_factories is None
@@ -269,12 +287,14 @@ class DEPOTrainer(GRPOTrainer):
             scores, embed_seconds = self._score(prompts, metadata, environments)
             keep_all = Selection(indices=np.arange(len(prompts)), reasons=[REASON_BAND] * len(prompts),
                                  in_band=in_band(scores.predicted, *self.depo_selector.band))
-            if walk is not None:  # warm-up rollouts count toward the walk's pass
+            if walk is not None:  # warm-up (and reference) rollouts count toward the walk's pass
                 self.depo_rollouts.count(scores.keys, [walk.epoch] * len(prompts))
             indices = warmup_indices(self._depo_index_recorder, self.train_dataset, scores.keys, candidate_prompt)
-            warmup = self.args.depo_candidate_multiplier > 1  # with K = 1 no round ever filters: none is warm-up
-            return Round(scores, indices, keep_all, warmup, embed_seconds), self._trl_rows(inputs)
-        if self._depo_index_recorder is not None:
+            # With K = 1 no round ever filters: none is warm-up. A reference round is not warm-up either.
+            warmup = self.args.depo_candidate_multiplier > 1 and not reference
+            return (Round(scores, indices, keep_all, warmup, embed_seconds, reference=reference),
+                    self._trl_rows(inputs))
+        if self._depo_index_recorder is not None and reference is None:
             self._depo_index_recorder.active = False  # DEPO's own draw knows its indices from here on
 
         if walk is not None:
@@ -293,7 +313,7 @@ class DEPOTrainer(GRPOTrainer):
         # references to one dict would hand every completion of a group the last completion's value.
         chosen = self._trl_rows([rows[i] for i in selection.indices], drawn=True)
         local_rows = rank_rows(chosen, group, self.accelerator.num_processes, self.accelerator.process_index)
-        return Round(scores, indices, selection, False, embed_seconds), local_rows
+        return Round(scores, indices, selection, False, embed_seconds, reference=reference), local_rows
 
     def _select(self, scores: Scores, n_select: int) -> Selection:
         """Rank 0 picks (only it draws from the selection RNG, whose state is the one checkpointed); the pick is

@@ -16,6 +16,10 @@ from depo_trl.tasks import letters_dataset, letters_reward
         ({"depo_band_low": 0.9, "depo_band_high": 0.2}, "must be below depo_band_high"),
         ({"depo_exploration": 1.0}, r"depo_exploration must be in \[0, 1\)"),
         ({"depo_warmup_steps": -1}, "depo_warmup_steps must be an integer >= 0"),
+        ({"depo_reference_every": 1}, r"depo_reference_every must be 0 \(off\) or an integer >= 2, got 1 \(every "
+         r"step a reference step would leave no step that filters\)\. Use 0 for no reference steps, or e\.g\. 5"),
+        ({"depo_reference_every": -5}, r"depo_reference_every must be 0 \(off\) or an integer >= 2, got -5\. Use 0"),
+        ({"depo_reference_every": 2.5}, r"depo_reference_every must be 0 \(off\) or an integer >= 2, got 2\.5\."),
         ({"depo_features": ["length", "colour"]}, r"Unknown depo_features \['colour'\]. Valid feature groups"),
         ({"depo_estimator": "nope"}, r"Unknown depo_estimator 'nope'. Registered estimators"),
         ({"depo_estimator": "no_such_module.Est"}, "could not be imported"),

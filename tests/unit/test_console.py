@@ -137,3 +137,52 @@ def test_a_warmup_only_run_states_one_reason_for_no_saving():
                      table)
     assert "no warm-up reference" not in table
     assert LINE.match(written[0]).group(3) == " (warm-up)" and ", saved" not in written[0]
+
+
+def _reference_window(step, share, reference=1.0, useful=None, scored=8):
+    """A logged window holding reference steps (``reference``: their share of its rounds)."""
+    window = _window(step, 0, share if useful is None else useful, scored=scored)
+    window.update({"depo/reference": reference, "depo/reference_useful_group_share": share})
+    return window
+
+
+def test_reference_steps_replace_the_warmup_reference_and_are_named():
+    """Warm-up at 50% useful, then filtering at 100% with one reference step at 25%: the line measures the saving
+    against the reference step's 25% and names it; its rolled-out and useful figures leave the reference window out
+    (it measured uniform sampling, not DEPO); the table gives the reference's size."""
+    windows = [_window(1, 1, .5, scored=8), _window(2, 1, .5, scored=8), _window(3, 0, 1.), _reference_window(4, .25),
+               {**_window(5, 0, 1.), "depo/reference": 0.0}]
+    written = _run_console(windows, every=5)
+    # useful groups: 2 x 8 x .5 + 2 x 8 x 1 + 8 x .25 = 26; uniform at 25% needs 104 groups = 832 completions;
+    # generated 5 x 8 x 8 = 320 -> 512 saved.
+    # (useful over the warm-up and filtering windows: (.5 + .5 + 1 + 1) / 4; with the reference window it would be 65%)
+    assert re.search(r"rolled out 8/32 \| useful 75% \|", written[0]), written[0]
+    assert written[0].endswith("completions 320, saved ~512 vs uniform's 25% useful (reference steps, 8 groups) | "
+                               + written[0].rsplit("| ", 1)[1])
+    table = written[-1]
+    assert re.search(r"uniform reference: reference steps useful\s+25% of 8 groups \(1 reference step\)", table)
+    assert re.search(r"completions saved vs that reference\s+~512 \(uniform's useful share measured on the same "
+                     r"policy, at the reference steps\)", table)
+    assert "warm-up's" not in written[0]
+
+
+def test_reference_share_is_weighted_by_reference_rounds_per_window():
+    """logging_steps=2: windows mixing a filtering and a reference round carry depo/reference 0.5 and the reference
+    round's own share; the reference is their mean weighted by reference rounds, and its size counts those rounds."""
+    args = SimpleNamespace(disable_tqdm=True, num_generations=8, gradient_accumulation_steps=1,
+                           steps_per_generation=1, num_iterations=1)
+    state = SimpleNamespace(global_step=0, max_steps=8, is_world_process_zero=True)
+    console = DEPOConsole(every=8, write=lambda line: None)
+    console.on_train_begin(args, state, None)
+    windows = {2: _window(2, 1, .5, scored=8), 4: _reference_window(4, .4, reference=.5, useful=.7),
+               6: {**_window(6, 0, 1.), "depo/reference": 0.0}, 8: _reference_window(8, .6, reference=.5, useful=.8),
+               }
+    for step, window in windows.items():
+        state.global_step = step
+        console.on_log(args, state, None, logs=window)
+    assert console.reference_source() == "reference steps"
+    assert console.uniform_reference() == pytest.approx(0.5)
+    assert console.uniform_reference_groups(args) == pytest.approx(16)  # 2 reference rounds x 8 prompts
+    # Without any reference window the warm-up reference stands, as before.
+    console.windows = [console.windows[0], console.windows[2]]
+    assert console.reference_source() == "warm-up" and console.uniform_reference() == 0.5

@@ -98,6 +98,12 @@ def test_smollm2_cpu_recipe_is_a_cpu_lora_run_on_graded_tasks():
     assert a.eval_strategy == "steps" and a.eval_on_start and a.num_generations_eval
     assert a.per_device_eval_batch_size % a.num_generations_eval == 0
     assert a.max_completion_length <= 16 and a.max_steps <= 60  # sized for <= 15 minutes on 2 cores
+    # The saving is measured against reference steps on the current policy (issue 17): 7 of 40 steps, after warm-up.
+    from depo_trl.rounds import is_reference_step
+
+    every = a.depo_reference_every
+    reference = [g + 1 for g in range(a.max_steps) if is_reference_step(g, a.depo_warmup_steps, every)]
+    assert reference == [10, 15, 20, 25, 30, 35, 40] and a.logging_steps == 1
 
 
 EXPECTED_ACCELERATE = {

@@ -1,6 +1,7 @@
 """`depo-trl report` on hand-written log histories: totals, the warm-up uniform reference, checkpoints, errors."""
 
 import json
+import os
 
 import pytest
 
@@ -112,3 +113,26 @@ def test_reward_and_held_out_reward_at_start_and_end(tmp_path):
     assert "Held-out reward (eval_reward, unfiltered; the accuracy for a 0/1 reward): step 0: 0.200, step 8: 0.450." in text
     paths = report.write_report(str(tmp_path))
     assert paths["reward.png"].endswith("reward.png")
+
+
+def test_reference_steps_are_the_uniform_reference_when_logged(tmp_path):
+    """Warm-up at 50% useful; steps 5 and 8 reference steps at 20% and 40%: the report measures against their mean
+    (30%, 2 steps, 16 groups), says where it comes from, and leaves them out of the useful share after warm-up."""
+    logs = _run_logs() + [_entry(7, 0.0, 0.75), _entry(8, 0.0, 0.4, candidates=8.0)]
+    logs[4] = _entry(5, 0.0, 0.2, candidates=8.0)
+    for entry in logs:
+        entry["depo/reference"] = 0.0
+    for entry, share in ((logs[4], 0.2), (logs[7], 0.4)):
+        entry["depo/reference"], entry["depo/reference_useful_group_share"] = 1.0, share
+    _write_run(tmp_path, logs, dict(STATS, rounds=8))
+    summary = report.compute_summary(report.load_run(str(tmp_path)))
+    assert summary["uniform_reference_source"] == "reference steps"
+    assert summary["uniform_reference"] == pytest.approx(0.3)
+    assert (summary["reference_steps"], summary["reference_groups"]) == (2, 16)
+    assert summary["useful_share_after_warmup"] == 0.75  # steps 3, 4, 6, 7: the reference steps aside
+    assert summary["uniform_prompts_for_same_useful"] == pytest.approx(32 / 0.3)
+    text = report.format_summary(summary)
+    assert "Uniform reference: 30.0% useful, measured at 2 reference steps (~16 groups" in text
+    assert "after warm-up (reference steps aside)." in text and "logged warm-up windows" not in text
+    written = report.write_report(str(tmp_path))  # the plots label the reference by its source
+    assert all(os.path.isfile(written[name]) for name in (*report.PLOTS, "summary"))
