@@ -8,7 +8,8 @@ PYTEST_ARGS ?=
 # DeepSpeed (dev extra) compiles none of its C++ ops at install time; its CPU comm op is JIT-built on first use (g++, ninja).
 export DS_BUILD_OPS ?= 0
 
-.PHONY: install install-smollm install-vllm demo demo-real compare test test-fast test-vllm bench clean
+.PHONY: install install-smollm install-vllm demo demo-real compare test test-fast test-unit test-trainer \
+	test-multiprocess test-benchmarks test-vllm bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,16 +53,30 @@ demo-real: install-smollm
 compare: install
 	$(BIN)/python -m depo_trl.demo
 
-# The full default test suite (offline, CPU).
+# The full default test suite (offline, CPU): every tier below but real vLLM (skipped without it).
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-# Real vLLM: GRPO and DEPO in colocate mode with weight sync, server-mode generation (tests/test_vllm.py).
+# One tier at a time (docs/testing.md): the engine and everything without a trainer; DEPOTrainer runs on a tiny
+# model; torchrun and DeepSpeed launches; the benchmarks' smoke runs.
+test-unit: install
+	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
+
+test-trainer: install
+	$(BIN)/python -m pytest -q tests/trainer $(PYTEST_ARGS)
+
+test-multiprocess: install
+	$(BIN)/python -m pytest -q tests/multiprocess $(PYTEST_ARGS)
+
+test-benchmarks: install
+	$(BIN)/python -m pytest -q tests/benchmarks $(PYTEST_ARGS)
+
+# Real vLLM: GRPO and DEPO in colocate mode with weight sync, server-mode generation (tests/real_vllm).
 test-vllm: install-vllm
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/test_vllm.py $(PYTEST_ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/real_vllm $(PYTEST_ARGS)
 
 # Quick versions of the benchmarks (full versions: drop --quick; see docs/benchmarks.md).
 bench: install

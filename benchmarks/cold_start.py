@@ -149,8 +149,9 @@ def run_estimator(name, cls, features, options, train, test, kwargs, featurizers
     IDF and row cache) between estimators with the same feature plan, so texts are vectorised once."""
     from depo_trl.engine import PromptSelector
 
-    selector = PromptSelector(GROUP_SIZE, estimator=name, estimator_kwargs=kwargs, features=features,
-                              feature_options=options, revisit_after=None)
+    settings = {"depo_estimator": name, "depo_estimator_kwargs": kwargs, "depo_features": features,
+                "depo_feature_options": options, "depo_revisit_after": None}
+    selector = PromptSelector.from_config(settings, group_size=GROUP_SIZE, seed=0)
     plan = json.dumps([features, options], sort_keys=True)
     if plan in featurizers:
         selector.featurizer = featurizers[plan]

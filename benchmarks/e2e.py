@@ -30,7 +30,8 @@ start and the end. Statistics, targets and verdicts: ``benchmarks/e2e_analysis.p
 
 Each run's result (curve, ledger, timings) is written to ``benchmarks/results/e2e_runs/<regime>/<method>-s<seed>.json``
 and reused by later invocations whose settings and code are the same (``--fresh`` reruns), so regimes, seeds and
-ablation methods can be added run by run. The aggregate goes to ``benchmarks/results/e2e.json``, one plot per
+ablation methods can be added run by run; these folders are not kept in git (each run is also in the aggregate, which
+``--render`` redraws from alone). The aggregate goes to ``benchmarks/results/e2e.json``, one plot per
 regime to ``e2e_<regime>.png`` and the docs section between ``<!-- e2e:start -->`` and ``<!-- e2e:end -->``
 (``--name``/``--section`` for an ablation study; ``--quick`` writes ``e2e_quick*`` and no docs). One machine, 2
 shared cores: quote ratios measured side by side in one invocation, not absolute times.
@@ -478,7 +479,8 @@ def docs_body(payload: dict, png_rel: dict[str, str]) -> str:
         f"{meta['machine']}; load average when started: {meta['load_average_start']}. The cores are shared: ratios "
         f"measured side by side are what to quote, not absolute times. This invocation took "
         f"{meta['total_seconds']:.0f} s ({meta['runs_reused']} runs reused from earlier invocations with the same "
-        f"settings and code; per-run JSON in `{meta['runs_dir']}/`); the {n_runs} runs shown took {run_seconds:.0f} s "
+        f"settings and code; per-run JSON in `{meta['runs_dir']}/`, not kept in git: each run is also in "
+        f"`benchmarks/results/{meta['name']}.json`); the {n_runs} runs shown took {run_seconds:.0f} s "
         f"in all (training + evaluation)."
     )
     mixes = "; ".join(

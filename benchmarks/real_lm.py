@@ -455,11 +455,12 @@ def engine_predictions(est_name, cls, config, texts, passes, trials, embeddings,
     from benchmarks.cold_start import _estimator_kwargs
     from depo_trl.engine import PromptSelector
 
-    kwargs = {"features": list(config["names"]), "feature_options": config.get("options"), "seed": seed,
-              "revisit_after": None, "estimator_kwargs": _estimator_kwargs(cls, len(tr)) or None}
+    settings = {"depo_estimator": est_name, "depo_estimator_kwargs": _estimator_kwargs(cls, len(tr)) or None,
+                "depo_features": list(config["names"]), "depo_feature_options": config.get("options"),
+                "depo_revisit_after": None}
     if config.get("embedding_dim") is not None:
-        kwargs["embedding_dim"] = config["embedding_dim"]
-    selector = PromptSelector(GROUP_SIZE, estimator=est_name, **kwargs)
+        settings["depo_embedding_dim"] = config["embedding_dim"]
+    selector = PromptSelector.from_config(settings, group_size=GROUP_SIZE, seed=seed)
     needs = selector.needs_embedding
 
     answers = selector.answer_likelihood is not None

@@ -170,17 +170,19 @@ class DEPOSelector(Selector):
         from depo_trl.history import prompt_key
 
         super().__init__(n_prompts, group_size)
-        self.engine = PromptSelector(
-            group_size,
-            estimator=estimator,
-            estimator_kwargs=estimator_kwargs,
-            features=list(feature_names),
-            feature_options=feature_options,
-            selection=policy,
-            band=(low, high),
-            exploration=exploration,
-            revisit_after=revisit_after,
-        )
+        # The DEPOConfig fields a run would set, through the one wiring the trainer and ``route`` use.
+        settings = {
+            "depo_estimator": estimator,
+            "depo_estimator_kwargs": estimator_kwargs,
+            "depo_features": list(feature_names),
+            "depo_feature_options": feature_options,
+            "depo_selection": policy,
+            "depo_band_low": low,
+            "depo_band_high": high,
+            "depo_exploration": exploration,
+            "depo_revisit_after": revisit_after,
+        }
+        self.engine = PromptSelector.from_config(settings, group_size=group_size, seed=0)
         self.texts = list(texts)
         self.metadata = {name: list(values) for name, values in (metadata or {}).items()}  # column -> per prompt
         self.keys = np.array([prompt_key(t) for t in self.texts], dtype=np.int64)

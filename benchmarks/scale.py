@@ -89,7 +89,8 @@ def _score_cost(config: dict, sizes, repeats: int, texts: list[str], seed: int) 
     from depo_trl.engine import PromptSelector
 
     rng = np.random.default_rng(seed)
-    selector = PromptSelector(8, estimator=config["estimator"], features=list(config["features"]), seed=seed)
+    settings = {"depo_estimator": config["estimator"], "depo_features": list(config["features"])}
+    selector = PromptSelector.from_config(settings, group_size=8, seed=seed)
     basis = rng.normal(size=(16, HIDDEN))
     def embeddings(n):  # hidden states with a low-rank structure, as real ones have
         return rng.normal(size=(n, 16)) @ basis + 0.1 * rng.normal(size=(n, HIDDEN))

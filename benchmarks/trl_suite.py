@@ -14,8 +14,8 @@ and runs ``tests/test_grpo_trainer.py`` three times in the same environment:
 Activation checkpointing is switched off in all three (it only costs time on tiny CPU models). TRL's tool and
 environment tests need ``jmespath`` (``pip install jmespath``; they skip without it), and those that train patch
 ``generate`` to return hard-coded Qwen3 token ids, which the stand-ins' character tokenizer cannot decode: they fail
-for ``GRPOTrainer`` too here, and ``tests/test_grpo_scenarios.py`` runs DEPO's own versions of them. The report lists
-every test that passes with ``GRPOTrainer`` and fails with ``DEPOTrainer``, with its error, and writes JSON plus a
+for ``GRPOTrainer`` too here, and ``tests/trainer/test_grpo_scenarios.py`` runs DEPO's own versions of them. The
+report lists every test that passes with ``GRPOTrainer`` and fails with ``DEPOTrainer``, with its error, and writes JSON plus a
 section of ``docs/benchmarks.md``. TRL's test file is read and run, never copied into this repository.
 
 Usage::
@@ -250,7 +250,7 @@ def docs_body(payload: dict, table: str) -> str:
         "release; they say nothing about DEPO. Among them are TRL's tool and environment training tests (run with `jmespath` "
         "installed, which they need): they patch "
         "`generate` to return hard-coded Qwen3 token ids that the stand-ins' tokenizer cannot decode (no Qwen "
-        "tokenizer is available offline); `tests/test_grpo_scenarios.py` runs DEPO's own versions of those "
+        "tokenizer is available offline); `tests/trainer/test_grpo_scenarios.py` runs DEPO's own versions of those "
         "scenarios, with `GRPOTrainer` and `DEPOTrainer`.",
         "",
         table,

@@ -3,8 +3,8 @@
     .venv-vllm/bin/python -m benchmarks.vllm_generation [--quick]      (make install-vllm builds .venv-vllm)
 
 For each model, the same DEPOTrainer run (letters task, seed 42, one torch thread, features length + history +
-embedding, K = 2) is made twice in fresh processes (tests/vllm_worker.py): completions from vLLM in colocate mode
-(fp32, eager, oneDNN off: depo_trl.vllm_cpu's defaults) and from transformers' ``generate`` (TRL without vLLM). Each
+embedding, K = 2) is made twice in fresh processes (tests/real_vllm/vllm_worker.py): completions from vLLM in
+colocate mode (fp32, eager, oneDNN off: depo_trl.vllm_cpu's defaults) and from transformers' ``generate`` (TRL without vLLM). Each
 generation call is timed where TRL makes it; a step's time is TRL's ``step_time``; DEPO's prefill is its logged
 ``depo/embed_seconds`` (the policy forward over the candidate prompts, the cost DEPO adds per round). The first step
 (warm-up of both engines) is left out of every median.
@@ -30,7 +30,7 @@ from pathlib import Path
 
 from . import common
 
-WORKER = common.REPO_ROOT / "tests" / "vllm_worker.py"
+WORKER = common.REPO_ROOT / "tests" / "real_vllm" / "vllm_worker.py"
 CACHE = common.RESULTS_DIR / "cache" / "vllm_models"
 MODELS = {
     # name: worker arguments (full run); --quick halves the steps

@@ -27,6 +27,7 @@ _EXPORTS = {
     "PassRateEstimator": ".estimators",
     "register_estimator": ".estimators",
     "FEATURE_GROUPS": ".features",
+    "register_feature_group": ".features",
     "SELECTION_POLICIES": ".selection",
     "expected_usefulness": ".selection",
     "select": ".selection",

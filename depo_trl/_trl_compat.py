@@ -60,6 +60,15 @@ def check_trl_version() -> None:
         raise ImportError(f"trl {trl.__version__}'s GRPOTrainer lacks {missing}, which depo_trl relies on.")
 
 
+@contextlib.contextmanager
+def quiet_generation_deprecations():
+    """TRL's generation reads transformers' deprecated ``is_gradient_checkpointing``: the FutureWarning is nothing a
+    user can act on, and it landed inside the progress bar three times per run."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def metrics(trainer) -> dict:
     """GRPOTrainer's metric store: ``metrics(trainer)["train"][name]`` is a list averaged at each log."""
     return trainer._metrics

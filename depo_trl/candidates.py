@@ -10,6 +10,10 @@ the round continues into the next permutation, and any index that would appear t
 back and served first in the following round. So within every epoch each prompt is offered as a candidate
 exactly once: skipping a prompt this epoch never removes it from the next. ``draw(..., skip=)`` passes over rows for
 the rest of their pass (DEPO's cap on rollouts per prompt per epoch).
+
+What is handed to TRL: ``rank_rows`` lays the chosen prompts out as G contiguous rows each (every row its own object,
+``copy_row``) and gives each rank its slice; ``TrlColumns`` keeps every row to exactly the columns TRL's own
+dataloader would give it under ``remove_unused_columns``.
 """
 
 from __future__ import annotations
@@ -41,6 +45,44 @@ def copy_row(row: dict) -> dict:
 
     collect(row)
     return copy.deepcopy(row, shared)
+
+
+def rank_rows(rows: list[dict], group_size: int, num_processes: int, process_index: int) -> list[dict]:
+    """This rank's slice of the round's rows: each prompt as ``group_size`` contiguous copies, in global order."""
+    global_rows = [copy_row(row) for row in rows for _ in range(group_size)]
+    per_rank = len(global_rows) // num_processes
+    return global_rows[process_index * per_rank : (process_index + 1) * per_rank]
+
+
+class TrlColumns:
+    """The columns of the rows handed to TRL under ``remove_unused_columns=True``.
+
+    TRL's dataloader keeps only its signature columns (``prompt``, ``image``, ...). DEPO's ``metadata`` features need
+    their columns in warm-up batches too, so the dataloader is asked to keep those as well (``widen``), and they are
+    taken off again before a row reaches TRL (``for_trl``): reward functions get exactly GRPOTrainer's columns.
+    """
+
+    def __init__(self, remove_unused_columns: bool):
+        self.remove_unused_columns = bool(remove_unused_columns)
+        self.trl: list[str] | None = None  # TRL's own signature columns, once it has set them
+        self.hidden: list[str] = []  # metadata columns DEPO asked TRL's dataloader to keep for it
+
+    def widen(self, trl_columns: list[str], metadata_columns: list[str]) -> list[str]:
+        """Record TRL's columns; the columns its dataloader should keep: TRL's, then DEPO's metadata columns."""
+        self.trl = list(trl_columns)
+        self.hidden = [c for c in metadata_columns if c not in self.trl]
+        return self.trl + self.hidden
+
+    def for_trl(self, rows: list[dict], drawn: bool) -> list[dict]:
+        """``rows`` with exactly TRL's columns. ``drawn`` rows come from the raw dataset (DEPO's candidate walk; call
+        after ``widen``); the others came through TRL's dataloader."""
+        if not self.remove_unused_columns:
+            return rows
+        if drawn:
+            return [{k: v for k, v in row.items() if k in self.trl} for row in rows]
+        if not self.hidden:
+            return rows
+        return [{k: v for k, v in row.items() if k not in self.hidden} for row in rows]
 
 
 class CandidateStream:

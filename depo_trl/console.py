@@ -9,14 +9,26 @@ this callback. Every ``every`` optimizer steps it writes one line over the logge
         completions 320, saved ~96 vs warm-up's 60% useful | 12.3 s/step
 
 - *rolled out / scored*: prompts rolled out / candidate prompts scored per generation round, over the line's
-  filtering rounds only (over its warm-up rounds when it has no filtering round: then both are GRPO's batch);
-- *useful*: share of rolled-out groups with 0 < passes < G (the groups GRPO learns from);
+  filtering rounds only (over its warm-up rounds when it has no filtering round: then both are GRPO's batch;
+  logged windows made only of reference steps are left out when the line has others);
+- *useful*: share of rolled-out groups with 0 < passes < G (the groups GRPO learns from; reference-only windows
+  are left out when the line has others: they measure uniform sampling, not DEPO);
 - *pass rate pred / obs*: mean predicted vs observed pass rate of the rolled-out prompts (calibration at a glance);
 - *completions N, saved ~M vs warm-up's R useful*: completions generated so far, and how many fewer than uniform
   sampling would have needed for the same number of useful groups if its useful share were R, the share observed
   in the warm-up rounds (when DEPO does not filter, so the batch is GRPO's uniform draw). Shown once the run has
   both warm-up and filtering rounds; the policy changes after warm-up, so it is a reference, not a counterfactual,
   and the summary table states how many warm-up groups it rests on.
+
+With reference steps (``depo_reference_every``: every N-th step after warm-up rolls out GRPO's own uniform batch on
+the current policy) the reference is theirs instead, as soon as one has been logged::
+
+    ... | completions 1280, saved ~356 vs uniform's 55% useful (reference steps, 12 groups) | ...
+
+R is then the useful share over all reference steps so far (``depo/reference_useful_group_share``, weighted by
+reference rounds per logged window), measured on the policy as it moves through the same run the saving counts;
+all of them rather than the latest few, because a handful of U-prompt rounds is a small sample. The summary table
+says how many groups and reference steps it rests on. With none logged yet, the warm-up reference stands in.
 
 Evaluation logs give one ``[eval]`` line. At the end of training it prints one summary table: totals (exact, from
 the trainer's DEPO statistics when it is given the trainer, else estimated from the logged means), the reference
@@ -134,7 +146,9 @@ class DEPOConsole(ProgressCallback):
         self._line_time = now
         # Per-round counts differ between warm-up (U of U) and filtering (U of K x U): never average the two.
         filtering, warmup = _filtering(w), _warmup(w)
-        rounds = filtering or warmup or w
+        selecting = [x for x in filtering if not _reference_only(x)]  # reference steps roll out GRPO's batch
+        rounds = selecting or filtering or warmup or w
+        depo_rounds = [x for x in w if not _reference_only(x)] or w
         if not filtering and not warmup:  # TRL averaged warm-up and filtering rounds into one logged window
             phase = " (warm-up and filtering in one logged window: logging_steps > 1)"
         elif not filtering:
@@ -148,11 +162,16 @@ class DEPOConsole(ProgressCallback):
             f"reward {_fmt(_mean(w, REWARD_KEY))}",
             f"rolled out {_fmt(_mean(rounds, 'depo/prompts_rolled_out'), '.0f')}/"
             f"{_fmt(_mean(rounds, 'depo/candidates_scored'), '.0f')}",
-            f"useful {_fmt(_mean(w, 'depo/useful_group_share'), '.0%')}",
+            f"useful {_fmt(_mean(depo_rounds, 'depo/useful_group_share'), '.0%')}",
             f"pass rate pred {_fmt(_mean(w, 'depo/predicted_pass_rate'))} obs {_fmt(_mean(w, 'depo/observed_pass_rate'))}",
         ]
         generated, saved = self.completions(args)
-        reference = f" vs warm-up's {self.uniform_reference():.0%} useful" if math.isfinite(saved) else ""
+        if self.reference_source() == "reference steps":
+            reference = (f" vs uniform's {self.uniform_reference():.0%} useful (reference steps, "
+                         f"{self.uniform_reference_groups(args):.0f} groups)")
+        else:
+            reference = f" vs warm-up's {self.uniform_reference():.0%} useful"
+        reference = reference if math.isfinite(saved) else ""
         saved_text = f", saved ~{saved:.0f}{reference}" if math.isfinite(saved) else ""
         parts.append(f"completions {generated:.0f}{saved_text}")
         parts.append(f"{seconds:.1f} s/step")
@@ -189,13 +208,27 @@ class DEPOConsole(ProgressCallback):
             "prompts_skipped": scored - rolled, "skipped_by_reason": {},
         }
 
+    def reference_source(self) -> str:
+        """Where the uniform reference comes from: ``"reference steps"`` once one has been logged, else
+        ``"warm-up"``."""
+        return "reference steps" if _reference_windows(self.windows) else "warm-up"
+
     def uniform_reference(self) -> float:
-        """Useful-group share over the logged windows made only of warm-up (unfiltered, uniform) rounds."""
+        """The uniform useful-group share: the mean over the reference steps logged so far
+        (``depo/reference_useful_group_share``, each window weighted by its reference rounds) when there are any,
+        else over the logged windows made only of warm-up (unfiltered, uniform) rounds."""
+        reference = _reference_windows(self.windows)
+        if reference:
+            pairs = [(w[REFERENCE_SHARE_KEY], _reference_steps(w)) for w in reference]
+            return sum(v * n for v, n in pairs) / sum(n for _, n in pairs)
         return _mean(_warmup(self.windows), "depo/useful_group_share")
 
     def uniform_reference_groups(self, args) -> float:
-        """How many rolled-out groups the warm-up reference rests on (its size)."""
+        """How many rolled-out groups the reference rests on (its size)."""
         rounds = self._rounds_per_step(args)
+        reference = _reference_windows(self.windows)
+        if reference:
+            return sum(w.get("depo/prompts_rolled_out", 0.0) * _reference_steps(w) * rounds for w in reference)
         return sum(w.get("depo/prompts_rolled_out", 0.0) * w["_steps"] * rounds for w in _warmup(self.windows))
 
     def completions(self, args) -> tuple[float, float]:
@@ -227,7 +260,7 @@ class DEPOConsole(ProgressCallback):
                          f"{reasons.get('too_easy', 0)} / {reasons.get('too_hard', 0)} / {reasons.get('in_band_not_needed', 0)}"))
         rows += [
             ("useful groups (0 < passes < G)", f"{float(t.get('useful_groups', 0)):.0f} ({_fmt(t.get('useful_groups', 0) / labelled, '.0%')})"),
-            ("uniform reference: warm-up useful", self._reference_text(args)),
+            (f"uniform reference: {self.reference_source()} useful", self._reference_text(args)),
             ("completions generated", f"{generated:.0f}"),
             ("completions saved vs that reference", self._saved_text(saved)),
             (f"reward, first -> last {k} window" + ("s" if k > 1 else ""), f"{_fmt(_mean(first, REWARD_KEY))} -> {_fmt(_mean(last, REWARD_KEY))}"),
@@ -247,6 +280,11 @@ class DEPOConsole(ProgressCallback):
         return "\n".join(lines)
 
     def _reference_text(self, args) -> str:
+        reference = _reference_windows(self.windows)
+        if reference:
+            steps = round(sum(_reference_steps(w) for w in reference))
+            return (f"{_fmt(self.uniform_reference(), '.0%')} of {self.uniform_reference_groups(args):.0f} groups "
+                    f"({steps} reference step{'s' if steps != 1 else ''})")
         warm = _warmup(self.windows)
         if not warm:
             return "n/a (no warm-up round: depo_warmup_steps=0 or not logged)"
@@ -255,6 +293,8 @@ class DEPOConsole(ProgressCallback):
                 f"({steps} warm-up step{'s' if steps != 1 else ''})")
 
     def _saved_text(self, saved: float) -> str:
+        if math.isfinite(saved) and self.reference_source() == "reference steps":
+            return f"~{saved:.0f} (uniform's useful share measured on the same policy, at the reference steps)"
         if math.isfinite(saved):
             return f"~{saved:.0f} (a reference, not a counterfactual: the policy changes after warm-up)"
         if not _filtering(self.windows):
@@ -264,7 +304,10 @@ class DEPOConsole(ProgressCallback):
     def _step_times(self) -> str:
         """Seconds per step in warm-up windows and in filtering windows (scoring costs time too)."""
         parts = []
-        for name, windows in (("warm-up", _warmup(self.windows)), ("filtering", _filtering(self.windows))):
+        filtering = _filtering(self.windows)
+        for name, windows in (("warm-up", _warmup(self.windows)),
+                              ("filtering", [w for w in filtering if not _reference_only(w)]),
+                              ("reference", [w for w in filtering if _reference_only(w)])):
             steps = sum(w["_steps"] for w in windows)
             if steps:
                 parts.append(f"{name} {sum(w.get('_seconds', 0.0) for w in windows) / steps:.2f}")
@@ -281,8 +324,28 @@ def _warmup(windows: list[dict]) -> list[dict]:
 
 
 def _filtering(windows: list[dict]) -> list[dict]:
-    """Logged windows made only of filtering rounds."""
+    """Logged windows made only of rounds after warm-up (filtering rounds, and reference steps, which are not
+    warm-up)."""
     return [w for w in windows if w.get("depo/warmup", 1.0) <= 0.001]
+
+
+REFERENCE_SHARE_KEY = "depo/reference_useful_group_share"
+
+
+def _reference_steps(window: dict) -> float:
+    """Reference steps in a logged window (``depo/reference`` is the share of its rounds that were reference)."""
+    return window.get("depo/reference", 1.0) * window["_steps"]
+
+
+def _reference_windows(windows: list[dict]) -> list[dict]:
+    """Logged windows holding at least one reference step with a useful share (``depo_reference_every``)."""
+    return [w for w in windows if isinstance(w.get(REFERENCE_SHARE_KEY), (int, float))
+            and math.isfinite(w[REFERENCE_SHARE_KEY]) and _reference_steps(w) > 0]
+
+
+def _reference_only(window: dict) -> bool:
+    """A logged window made only of reference steps."""
+    return window.get("depo/reference", 0.0) >= 0.999
 
 
 def use_depo_console(trainer, every: int = 5) -> DEPOConsole:

@@ -43,6 +43,14 @@ class DEPOConfig(GRPOConfig):
         depo_warmup_steps (`int`, *optional*, defaults to `10`):
             Optimizer steps during which nothing is filtered (the trainer behaves exactly like GRPOTrainer) while
             the estimator learns from every rolled-out prompt.
+        depo_reference_every (`int`, *optional*, defaults to `0`):
+            Every this many optimizer steps after warm-up, one *reference step*: it does what a warm-up step does
+            (rolls out and trains on GRPO's own uniform batch, which the estimator learns from) and logs its
+            useful-group share as `depo/reference_useful_group_share`, a uniform reference measured on the current
+            policy. The console, the end summary and `depo-trl report` then compare DEPO against it instead of the
+            warm-up rounds' share (measured before training moved the policy). With warm-up W and N, steps W + N,
+            W + 2N, ... are reference steps; they cost what they measure: those steps train as GRPO, without
+            selection. `0` (the default) turns reference steps off; otherwise use at least `2`.
         depo_exploration (`float`, *optional*, defaults to `0.1`):
             Expected fraction of each round's rollouts spent on prompts predicted outside the band, so the
             estimator keeps seeing them and skipped prompts can come back.
@@ -138,6 +146,11 @@ class DEPOConfig(GRPOConfig):
     depo_warmup_steps: int = field(
         default=10,
         metadata={"help": "Optimizer steps without filtering (plain GRPO) while the estimator learns."},
+    )
+    depo_reference_every: int = field(
+        default=0,
+        metadata={"help": "Every this many steps after warm-up, one reference step: GRPO's uniform batch, trained "
+                  "on and logged as the uniform useful-share reference on the current policy. 0: off; else >= 2."},
     )
     depo_exploration: float = field(
         default=0.1,
@@ -254,6 +267,14 @@ class DEPOConfig(GRPOConfig):
         check_exploration(self.depo_exploration, name="depo_exploration")
         if not isinstance(self.depo_warmup_steps, int) or self.depo_warmup_steps < 0:
             fail(f"depo_warmup_steps must be an integer >= 0, got {self.depo_warmup_steps!r}.", "Use 0 for none.")
+        every = self.depo_reference_every
+        if isinstance(every, bool) or not isinstance(every, int) or every < 0 or every == 1:
+            fail(
+                f"depo_reference_every must be 0 (off) or an integer >= 2, got {every!r}"
+                + (" (every step a reference step would leave no step that filters)." if every == 1 else "."),
+                "Use 0 for no reference steps, or e.g. 5 to roll out GRPO's uniform batch every 5th step after "
+                "warm-up as a reference for the saving.",
+            )
         if not isinstance(self.depo_pass_threshold, (int, float)) or not math.isfinite(self.depo_pass_threshold):
             fail(
                 f"depo_pass_threshold must be a finite number, got {self.depo_pass_threshold!r}.",

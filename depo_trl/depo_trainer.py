@@ -15,21 +15,24 @@ Each generation round (one call of ``_generate_and_score_completions`` in traini
 
 Featurising, predicting, selecting and learning are the framework-agnostic engine ``depo_trl.engine.PromptSelector``
 (``self.depo_selector``); this class adapts it to TRL: the TRL hooks and each round's plan and learn steps. Prompt
-encoding is ``depo_trl.prompt_encoder``, pass labels ``depo_trl.labels``, round bookkeeping ``depo_trl.rounds``,
-zero-variance masking ``depo_trl.zero_variance``, construction-time checks ``depo_trl.trainer_setup``.
+encoding is ``depo_trl.prompt_encoder``, pass labels and their warnings ``depo_trl.labels``, round bookkeeping
+``depo_trl.rounds``, the candidate walk and the rows handed to TRL ``depo_trl.candidates``, zero-variance masking
+``depo_trl.zero_variance``, construction-time checks ``depo_trl.trainer_setup``, every private TRL name
+``depo_trl._trl_compat``.
 
 During ``depo_warmup_steps`` (or when K = 1) steps 1-4 are replaced by GRPO's own batch, untouched: the trainer
-behaves exactly like ``GRPOTrainer`` while the estimator learns (the embedding prefill runs in eval mode and draws no
-torch RNG). Evaluation is never filtered. Every row handed to TRL is its own object with exactly the columns TRL's
-dataloader would give it. An epoch is one pass of the candidate walk (``depo_trl.epochs``): TRL's dataloader is cut
-to that many rounds, and once filtering has begun its batches (which DEPO ignores) are not read from the dataset.
-With nothing to choose from (a TRL environment owns the data, or the dataset holds no more than U prompts) the whole
-run is plain GRPO.
+behaves exactly like ``GRPOTrainer`` while the estimator learns (the embedding prefill runs in eval mode and draws
+no torch RNG). So are they on the reference steps after warm-up (every ``depo_reference_every``-th step, when set):
+GRPO's uniform batch on the current policy, whose useful-group share is the reference the console and report measure
+the saving against (``depo/reference_useful_group_share``). Evaluation is never filtered. Every row handed to TRL is
+its own object with exactly the columns TRL's dataloader would give it. An epoch is one pass of the candidate walk
+(``depo_trl.epochs``): TRL's dataloader is cut to that many rounds, and once filtering has begun its batches (which
+DEPO ignores) are not read from the dataset. With nothing to choose from (a TRL environment owns the data, or the
+dataset holds no more than U prompts) the whole run is plain GRPO.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import warnings
 from typing import Any
@@ -42,37 +45,27 @@ from trl import GRPOTrainer
 from . import _trl_compat
 from ._warnings import at_user_code, warn_user
 from .audit import DecisionLog
-from .candidates import CandidateStream, IterableCandidateStream, copy_row
+from .candidates import CandidateStream, IterableCandidateStream, TrlColumns, rank_rows
 from .depo_config import DEPOConfig
 from .engine import PromptSelector, Scores, SelectorStats
 from .epochs import EpochOfRounds, LoadSwitch, LoadSwitchCallback, LoadWhenUsed
 from .estimators import PassRateEstimator
 from .features import EmbeddingCache, Featurizer
 from .history import PromptHistory, prompt_key
-from .labels import (PassSignalTally, constant_signal_message, group_outcomes, no_pass_reward_message,
-                     resolve_pass_order)
+from .labels import PassLabeller, resolve_pass_order
 from .prompt_encoder import PromptEncoder, adapter_context, check_adapter, sharded_prefill
-from .rounds import (Round, RolloutCounter, audit_record, candidate_fingerprint, check_same_candidates, round_metrics,
-                     warmup_indices)
+from .rounds import (Round, RolloutCounter, audit_record, candidate_fingerprint, check_same_candidates,
+                     is_reference_step, round_metrics, warmup_indices)
 from .selection import REASON_BAND, Selection, in_band
 from .state import load_state, save_state
-from .trainer_setup import (candidate_prompt, check_metadata_columns, check_train_dataset, is_map_style,
-                            read_warm_start_file, warm_start)
+from .trainer_setup import (candidate_prompt, check_metadata_columns, check_train_dataset, depo_config_for,
+                            is_map_style, read_warm_start_file, warm_start)
 from .usability import IndexRecorder, checked_reward_funcs, cpu_hint, resolve_tiny_model
 from .zero_variance import mask_zero_variance_groups, zero_advantage_groups
 
 logger = logging.getLogger(__name__)
 
 _trl_compat.check_trl_version()
-
-
-@contextlib.contextmanager
-def _quiet_trl_deprecations():
-    """TRL's generation reads transformers' deprecated ``is_gradient_checkpointing``: the FutureWarning is nothing a
-    user can act on, and it landed inside the progress bar three times per run."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-        yield
 
 
 class DEPOTrainer(GRPOTrainer):
@@ -89,14 +82,7 @@ class DEPOTrainer(GRPOTrainer):
     _name = "DEPO"
 
     def __init__(self, model, reward_funcs=None, args: DEPOConfig | None = None, *pos, estimator=None, **kwargs):
-        if args is None:
-            name = model if isinstance(model, str) else model.config._name_or_path
-            args = DEPOConfig(f"{name.split('/')[-1]}-DEPO")
-        if not isinstance(args, DEPOConfig):
-            raise TypeError(
-                f"DEPOTrainer needs a DEPOConfig, got {type(args).__name__}. "
-                "Build one with the same fields: DEPOConfig(**your_grpo_args.to_dict()), plus any depo_* fields."
-            )
+        args = depo_config_for(model, args)
         environment_owns_data = kwargs.get("train_dataset", pos[0] if pos else None) is None
         if len(pos) < 3:  # model="depo-tiny" works in Python as in recipes (processing_class is the 6th argument)
             model, tokenizer = resolve_tiny_model(model, kwargs.get("processing_class"), args)
@@ -106,8 +92,7 @@ class DEPOTrainer(GRPOTrainer):
         # at the user's line, as GRPOTrainer's would be.
         with at_user_code(), _trl_compat.vllm_cpu_hook(args, model):  # use_vllm on CPU: see depo_trl.vllm_cpu
             super().__init__(model, reward_funcs, args, *pos, **kwargs)
-        self._depo_warned: set[str] = set()
-        self._depo_pass_tally = PassSignalTally()  # to spot a threshold that never splits
+        self.depo_pass_labels = PassLabeller(self.reward_func_names, args.depo_pass_threshold)
         self.depo_pool_size, self.depo_disabled_reason = check_train_dataset(
             self.train_dataset, args, self.environment_factories, environment_owns_data)
         if self.depo_disabled_reason is not None and args.depo_candidate_multiplier > 1:
@@ -131,8 +116,7 @@ class DEPOTrainer(GRPOTrainer):
         self.depo_warm_started = args.depo_warm_start_path is None
         self._depo_warm_start_rows = None if self.depo_warm_started else read_warm_start_file(
             args.depo_warm_start_path, args.depo_warm_start_max_prompts, self.depo_featurizer.metadata_columns)
-        self._depo_trl_columns: list[str] | None = None  # the columns TRL's dataloader keeps (remove_unused_columns)
-        self._depo_hidden_columns: list[str] = []  # metadata columns DEPO asked TRL's dataloader to keep for it
+        self.depo_columns = TrlColumns(args.remove_unused_columns)  # what TRL's dataloader keeps, and DEPO's extra
         if is_map_style(self.train_dataset):
             self.depo_candidates = CandidateStream(len(self.train_dataset), args.seed, shuffle=self.shuffle_dataset)
         else:
@@ -145,7 +129,7 @@ class DEPOTrainer(GRPOTrainer):
         self.depo_load_switch = LoadSwitch()
         self.add_callback(LoadSwitchCallback(self))
         check_adapter(self.accelerator.unwrap_model(self.model), args.depo_embedding_adapter,
-                      self.depo_selector.needs_embedding)
+                      self.depo_encoder.needs_prefill)
         self._depo_index_recorder: IndexRecorder | None = None  # set with the train sampler (warm-up row indices)
         hint = cpu_hint(args, self.accelerator.device.type, torch.get_num_threads())
         if hint is not None:
@@ -195,7 +179,8 @@ class DEPOTrainer(GRPOTrainer):
             sampler = EpochOfRounds(sampler, rounds * per_round)
         if not (is_map_style(self.train_dataset) and self.args.depo_audit_log and self.accelerator.is_main_process):
             return sampler
-        # Remember what the sampler yields, so warm-up rounds (TRL's own batches) log their dataset indices.
+        # Remember what the sampler yields, so warm-up and reference rounds (TRL's own batches) log their dataset
+        # indices.
         self._depo_index_recorder = IndexRecorder(
             sampler, self.args.generation_batch_size, self.num_iterations * self.args.steps_per_generation,
             self.num_generations,
@@ -226,41 +211,30 @@ class DEPOTrainer(GRPOTrainer):
         return rewards
 
     def _set_signature_columns_if_needed(self):
-        """TRL keeps only ``prompt``/``image``/``images`` when ``remove_unused_columns=True``. DEPO's ``metadata``
-        features need their columns in warm-up batches too, so TRL's dataloader is asked to keep them as well; they
-        are taken off again before any row reaches TRL (see ``_trl_rows``), so reward functions get exactly the
-        columns they get from GRPOTrainer."""
+        """TRL's dataloader also keeps the columns DEPO's ``metadata`` features read (``candidates.TrlColumns``)."""
         super()._set_signature_columns_if_needed()
-        if getattr(self, "_depo_trl_columns", "unset") is None:  # only once, and only after DEPO's own set-up
-            self._depo_trl_columns = list(_trl_compat.signature_columns(self))
-            self._depo_hidden_columns = [
-                c for c in self.depo_featurizer.metadata_columns if c not in self._depo_trl_columns
-            ]
-            _trl_compat.set_signature_columns(self, self._depo_trl_columns + self._depo_hidden_columns)
+        columns = getattr(self, "depo_columns", None)  # None while GRPOTrainer.__init__ runs
+        if columns is not None and columns.trl is None:  # once
+            _trl_compat.set_signature_columns(self, columns.widen(_trl_compat.signature_columns(self),
+                                                                  self.depo_featurizer.metadata_columns))
 
     def _trl_rows(self, rows: list[dict], drawn: bool = False) -> list[dict]:
-        """``rows`` with exactly the columns TRL's own dataloader would have given them. ``drawn`` rows come from
-        the raw dataset (DEPO's candidate walk); the others came through TRL's dataloader."""
-        if not self.args.remove_unused_columns:
-            return rows
-        if drawn:
-            if self._depo_trl_columns is None:
-                self._set_signature_columns_if_needed()
-            return [{k: v for k, v in row.items() if k in self._depo_trl_columns} for row in rows]
-        if not self._depo_hidden_columns:
-            return rows
-        return [{k: v for k, v in row.items() if k not in self._depo_hidden_columns} for row in rows]
+        """``rows`` with exactly the columns TRL's own dataloader would have given them (``drawn``: from the raw
+        dataset, DEPO's candidate walk)."""
+        if drawn and self.args.remove_unused_columns and self.depo_columns.trl is None:
+            self._set_signature_columns_if_needed()
+        return self.depo_columns.for_trl(rows, drawn)
 
     def _generate_and_score_completions(self, inputs):
         if not self.model.training or self.depo_disabled_reason is not None:  # evaluation is never filtered
-            with _quiet_trl_deprecations():
+            with _trl_compat.quiet_generation_deprecations():
                 return super()._generate_and_score_completions(self._trl_rows(inputs))
         if not self.depo_warm_started:
             self._warm_start()
         plan, local_inputs = self._plan_round(inputs)
         self._depo_capture, self._depo_rewards = True, None
         try:
-            with _quiet_trl_deprecations():
+            with _trl_compat.quiet_generation_deprecations():
                 output = super()._generate_and_score_completions(local_inputs)
         finally:
             self._depo_capture = False
@@ -279,18 +253,33 @@ class DEPOTrainer(GRPOTrainer):
     # ------------------------------------------------------------------ one round: plan
     @property
     def depo_filtering(self) -> bool:
-        """Whether this round filters (False during warm-up, or when K = 1)."""
+        """Whether this round filters (False during warm-up, on reference steps, or when K = 1)."""
         return (
             self.args.depo_candidate_multiplier > 1
             and self.depo_disabled_reason is None
             and self.state.global_step >= self.args.depo_warmup_steps
+            and not self.depo_reference_round
         )
+
+    @property
+    def depo_reference_round(self) -> bool | None:
+        """Whether this round is a reference round (``depo_reference_every``: GRPO's own batch after warm-up, whose
+        useful share is the uniform reference on the current policy); None when the run has no reference steps."""
+        every = self.args.depo_reference_every
+        if not every or self.args.depo_candidate_multiplier <= 1 or self.depo_disabled_reason is not None:
+            return None
+        # Optimizer steps one generation round trains (TRL generates every steps_per_generation x num_iterations
+        # micro-steps; an optimizer step is gradient_accumulation_steps of them).
+        span = self.args.steps_per_generation * self.num_iterations // self.args.gradient_accumulation_steps
+        return is_reference_step(self.state.global_step, self.args.depo_warmup_steps, every, span)
 
     def _plan_round(self, inputs: list[dict]) -> tuple[Round, list[dict]]:
         group = self.num_generations
         walk = self.depo_candidates if isinstance(self.depo_candidates, CandidateStream) else None
+        reference = self.depo_reference_round
         if not self.depo_filtering:
-            # GRPO's own batch: G contiguous copies per prompt across the ranks' concatenated rows.
+            # GRPO's own batch (warm-up or a reference step): G contiguous copies per prompt across the ranks'
+            # concatenated rows.
             prompts = gather_object([candidate_prompt(x) for x in inputs])[::group]
             metadata = {c: gather_object([x[c] for x in inputs])[::group] for c in self.depo_selector.metadata_columns}
             environments = (None if self.environment_factories is None
@@ -298,19 +287,18 @@ class DEPOTrainer(GRPOTrainer):
             scores, embed_seconds = self._score(prompts, metadata, environments)
             keep_all = Selection(indices=np.arange(len(prompts)), reasons=[REASON_BAND] * len(prompts),
                                  in_band=in_band(scores.predicted, *self.depo_selector.band))
-            if walk is not None:  # warm-up rollouts count toward the walk's pass
+            if walk is not None:  # warm-up (and reference) rollouts count toward the walk's pass
                 self.depo_rollouts.count(scores.keys, [walk.epoch] * len(prompts))
             indices = warmup_indices(self._depo_index_recorder, self.train_dataset, scores.keys, candidate_prompt)
-            warmup = self.args.depo_candidate_multiplier > 1  # with K = 1 no round ever filters: none is warm-up
-            return Round(scores, indices, keep_all, warmup, embed_seconds), self._trl_rows(inputs)
-        if self._depo_index_recorder is not None:
+            # With K = 1 no round ever filters: none is warm-up. A reference round is not warm-up either.
+            warmup = self.args.depo_candidate_multiplier > 1 and not reference
+            return (Round(scores, indices, keep_all, warmup, embed_seconds, reference=reference),
+                    self._trl_rows(inputs))
+        if self._depo_index_recorder is not None and reference is None:
             self._depo_index_recorder.active = False  # DEPO's own draw knows its indices from here on
 
         if walk is not None:
-            skip = None
-            if self.args.depo_max_rollouts_per_epoch is not None:
-                skip = lambda row, pass_index: self.depo_rollouts.over_cap(  # noqa: E731
-                    prompt_key(candidate_prompt(row)), pass_index)
+            skip = self.depo_rollouts.skip_rule(lambda row: prompt_key(candidate_prompt(row)))
             indices, rows = walk.draw(self.train_dataset, self.depo_pool_size, skip=skip)
         else:
             indices, rows = self.depo_candidates.draw(self.train_dataset, self.depo_pool_size)
@@ -321,13 +309,11 @@ class DEPOTrainer(GRPOTrainer):
         if walk is not None:
             self.depo_rollouts.count(scores.keys[selection.indices], walk.last_passes[selection.indices])
 
-        # Every row its own object: TRL merges rollout_func extra fields into the rows in place, so G references to
-        # one dict would hand every completion of a group the last completion's value.
+        # Every row its own object (rank_rows): TRL merges rollout_func extra fields into the rows in place, so G
+        # references to one dict would hand every completion of a group the last completion's value.
         chosen = self._trl_rows([rows[i] for i in selection.indices], drawn=True)
-        global_rows = [copy_row(row) for row in chosen for _ in range(group)]
-        per_rank = len(global_rows) // self.accelerator.num_processes
-        start = self.accelerator.process_index * per_rank
-        return Round(scores, indices, selection, False, embed_seconds), global_rows[start : start + per_rank]
+        local_rows = rank_rows(chosen, group, self.accelerator.num_processes, self.accelerator.process_index)
+        return Round(scores, indices, selection, False, embed_seconds, reference=reference), local_rows
 
     def _select(self, scores: Scores, n_select: int) -> Selection:
         """Rank 0 picks (only it draws from the selection RNG, whose state is the one checkpointed); the pick is
@@ -396,20 +382,10 @@ class DEPOTrainer(GRPOTrainer):
         if rewards is None:
             return np.zeros(n_groups), np.zeros(n_groups)
         values = rewards.view(n_groups, self.num_generations, -1).numpy()
-        passes, trials, no_reward_applies = group_outcomes(values, self.depo_pass_order, self.args.depo_pass_threshold)
-        never_split = self._depo_pass_tally.add(passes, trials)
-        names = [self.reward_func_names[i] for i in self.depo_pass_order]
-        if never_split is not None:
-            self._warn_once("pass_signal_constant", constant_signal_message(
-                never_split, self._depo_pass_tally, names[0], self.args.depo_pass_threshold))
-        if no_reward_applies and len(self.depo_pass_order) < len(self.reward_func_names):
-            self._warn_once("pass_reward_none", no_pass_reward_message(no_reward_applies, n_groups, names))
+        passes, trials, notes = self.depo_pass_labels(values, self.depo_pass_order)
+        for note in notes:
+            warn_user(note, RuntimeWarning)
         return passes, trials
-
-    def _warn_once(self, what: str, message: str) -> None:
-        if what not in self._depo_warned:
-            self._depo_warned.add(what)
-            warn_user(message, RuntimeWarning)
 
     def _learn_from_round(self, plan: Round, rewards: torch.Tensor | None) -> None:
         chosen = plan.selection.indices

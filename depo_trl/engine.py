@@ -40,7 +40,7 @@ import numpy as np
 
 from ._warnings import warn_user
 from .estimators import PassRateEstimator, make_estimator
-from .features import CandidateBatch, Featurizer
+from .features import GROUP_INPUTS, CandidateBatch, Featurizer
 from .history import PromptHistory, prompt_key
 from .selection import (
     REASON_UNIFORM,
@@ -218,15 +218,21 @@ class PromptSelector:
 
     # ------------------------------------------------------------------ what the caller must supply
     @property
+    def model_inputs(self) -> tuple[str, ...]:
+        """The ``score`` arguments that a prefill of the policy provides and a feature group declares in its
+        ``requires`` (``"embeddings"``, ``"answer_logprobs"``); empty when no group reads the model."""
+        return self.featurizer.model_inputs
+
+    @property
     def needs_embedding(self) -> bool:
-        """Whether ``score`` needs ``embeddings`` (the ``embedding`` feature group is on)."""
-        return self.featurizer.needs_embedding
+        """Whether ``score`` needs ``embeddings`` (a feature group declares them)."""
+        return "embeddings" in self.model_inputs
 
     @property
     def answer_likelihood(self):
-        """The ``answer_likelihood`` feature group when it is on (``score`` then needs ``answer_logprobs``; its
-        ``column``, ``prefix`` and ``max_tokens`` say how to compute them), else None."""
-        return getattr(self.featurizer, "answer_likelihood", None)
+        """The feature group that declares ``answer_logprobs`` (``score`` then needs them; its ``column``,
+        ``prefix`` and ``max_tokens`` say how to compute them), else None."""
+        return self.featurizer.answer_likelihood
 
     @property
     def metadata_columns(self) -> list[str]:
@@ -248,12 +254,14 @@ class PromptSelector:
             keys: int64 prompt keys; default ``prompt_key(text)``. Pass the key of the raw prompt when the same
                 prompt may be rendered differently (the key is what history is stored under).
             token_counts: prompt lengths in tokens; default whitespace word counts.
-            embeddings: ``(n, hidden)`` pooled policy hidden states, required when ``needs_embedding``.
+            embeddings: ``(n, hidden)`` pooled policy hidden states, required when a group declares them
+                (``"embeddings" in model_inputs``; ignored otherwise).
             metadata: ``{column: values}`` for the ``metadata`` feature group (and the columns the ``text`` and
                 ``answer_likelihood`` groups read).
             answer_logprobs: ``(n, 3)`` teacher-forced log-likelihood of each prompt's reference answer (total,
-                per token, first token; NaN for no answer), required when ``answer_likelihood`` is on
-                (``depo_trl.embedding.embed_and_score_answers`` computes them with the embeddings).
+                per token, first token; NaN for no answer), required when a group declares them (the
+                ``answer_likelihood`` group; ``depo_trl.embedding.embed_and_score_answers`` computes them with the
+                embeddings).
         """
         t0 = time.perf_counter()
         batch = self._batch(texts, keys, token_counts, embeddings, metadata, answer_logprobs)
@@ -409,31 +417,26 @@ class PromptSelector:
         token_counts = np.asarray(token_counts).reshape(-1)
         if len(token_counts) != len(texts):
             raise ValueError(f"{len(token_counts)} token counts for {len(texts)} prompts.")
-        if self.needs_embedding:
-            if embeddings is None:
-                raise ValueError(
-                    "The 'embedding' feature group is on, but no embeddings were passed: pass the pooled policy "
-                    "hidden states of the prompts (n, hidden), or drop 'embedding' from the features."
-                )
-            embeddings = np.asarray(embeddings, dtype=np.float64)
-            if embeddings.ndim != 2 or len(embeddings) != len(texts):
-                raise ValueError(f"embeddings must be (n_prompts={len(texts)}, hidden), got {embeddings.shape}.")
-        if self.answer_likelihood is not None:
-            if answer_logprobs is None:
-                raise ValueError(
-                    "The 'answer_likelihood' feature group is on, but no answer_logprobs were passed: compute them "
-                    "with depo_trl.embedding.embed_and_score_answers (prompt + reference answer, one prefill), or drop "
-                    "'answer_likelihood' from the features."
-                )
-            answer_logprobs = np.asarray(answer_logprobs, dtype=np.float64)
-            if answer_logprobs.shape != (len(texts), 3):
-                raise ValueError(f"answer_logprobs must be (n_prompts={len(texts)}, 3), got {answer_logprobs.shape}.")
+        # Exactly the model-read inputs the groups declare reach the batch, each checked against its declaration.
+        given = {"embeddings": embeddings, "answer_logprobs": answer_logprobs}
+        inputs = {name: self._model_input(name, given[name], len(texts)) if name in self.model_inputs else None
+                  for name in given}
         missing = [c for c in self.metadata_columns if c not in (metadata or {})]
         if missing:
             raise ValueError(f"The feature groups read dataset columns {missing}; pass them in metadata=.")
         return CandidateBatch(keys=self._keys(texts, keys), texts=texts, token_counts=token_counts,
-                              embeddings=embeddings, metadata=metadata or None, answer_logprobs=answer_logprobs,
-                              word_counts=word_counts)
+                              metadata=metadata or None, word_counts=word_counts, **inputs)
+
+    def _model_input(self, name: str, values, n: int) -> np.ndarray:
+        """A declared model-read input as an ``(n, width)`` float array, or a clear error naming the groups."""
+        spec, groups = GROUP_INPUTS[name], " and ".join(repr(g) for g in self.featurizer.groups_requiring(name))
+        if values is None:
+            raise ValueError(f"The {groups} feature group is on, but no {name} were passed: {spec.how}, or drop "
+                             f"{groups} from the features.")
+        values = np.asarray(values, dtype=np.float64)
+        if values.ndim != 2 or len(values) != n or (spec.width is not None and values.shape[1] != spec.width):
+            raise ValueError(f"{name} must be (n_prompts={n}, {spec.width or 'hidden'}), got {values.shape}.")
+        return values
 
     def _features(self, batch: CandidateBatch) -> np.ndarray:
         features = self.featurizer.transform(batch, self.history)

@@ -12,7 +12,8 @@ one pass of the walk (warm-up rollouts included).
 
 TRL's dataloader keeps yielding batches, which a filtering round ignores (DEPO draws its own rows). ``LoadWhenUsed``
 stands between the dataloader and the dataset: once filtering has begun it hands out a placeholder instead of reading
-the row, so those batches cost nothing to load. The switch only turns on (filtering never stops once begun), and a
+the row, so those batches cost nothing to load (not with reference steps, ``depo_reference_every``: they roll out
+TRL's batch, so every batch is loaded). The switch only turns on (filtering never stops once begun), and a
 batch fetched ahead while it was still off is merely loaded in vain. With ``dataloader_num_workers > 0`` the workers
 hold their own copy of the switch, which stays off: rows are then loaded as before (correct, just not saved).
 """
@@ -98,13 +99,18 @@ class LoadWhenUsed(Dataset):
 
 class LoadSwitchCallback(TrainerCallback):
     """Turns off row loading for TRL's discarded batches as soon as the trainer filters (``trainer.depo_filtering``;
-    checked at the start of training and after every optimizer step)."""
+    checked at the start of training and after every optimizer step). Never with reference steps: those roll out
+    TRL's batch, and the dataloader fetches ahead, so the switch would have to know which batch is whose."""
 
     def __init__(self, trainer):
         self.trainer = trainer
 
+    def _update(self) -> None:
+        self.trainer.depo_load_switch.skip = (self.trainer.depo_filtering
+                                              and not getattr(self.trainer.args, "depo_reference_every", 0))
+
     def on_train_begin(self, args, state, control, **kwargs):
-        self.trainer.depo_load_switch.skip = self.trainer.depo_filtering
+        self._update()
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.trainer.depo_load_switch.skip = self.trainer.depo_filtering
+        self._update()

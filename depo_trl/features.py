@@ -23,11 +23,19 @@ their own.
   rate of a completion that is only the answer; for answers wrapped in prose or reasoning it is a weaker proxy.
 
 Per-group options go through ``Featurizer(names, options={"text": {"dim": 128}, "metadata": {"columns": [...]}})``.
+
+What a group reads besides the prompt text is declared on the group, never looked up by its name elsewhere: its
+``requires`` class attribute names inputs from ``GROUP_INPUTS`` (``embeddings`` and ``answer_logprobs`` come from
+one no-grad prefill of the policy, which ``depo_trl.prompt_encoder.PromptEncoder`` runs exactly when a group
+declares one of them; ``history`` is the engine's ``PromptHistory``), and its ``columns`` attribute names the
+dataset columns it reads. ``register_feature_group`` adds a group of your own; once registered, a name in
+``depo_features`` is all it takes, in training and routing alike.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +68,45 @@ class CandidateBatch:
         return len(self.keys)
 
 
+@dataclass(frozen=True)
+class GroupInput:
+    """An input a feature group may declare in ``requires``, beyond the prompt text and token counts."""
+
+    description: str
+    from_policy: bool  # True: one no-grad prefill of the policy provides it (PromptEncoder)
+    width: int | None = None  # columns per prompt of the (n, width) array; None: any width (the hidden size)
+    how: str = ""  # how a caller of PromptSelector.score computes it, for the error when it is missing
+
+
+#: Every input a feature group may declare in ``requires``, by the ``CandidateBatch`` field that carries it.
+GROUP_INPUTS = {
+    "embeddings": GroupInput(
+        "the policy's pooled last hidden state of each prompt (n, hidden)", from_policy=True,
+        how="pass the pooled policy hidden states of the prompts (n, hidden)"),
+    "answer_logprobs": GroupInput(
+        "the policy's teacher-forced log-likelihood of each prompt's reference answer: total, per token, first "
+        "token (n, 3); the declaring group's ``column``, ``prefix`` and ``max_tokens`` say which answer",
+        from_policy=True, width=3,
+        how="compute them with depo_trl.embedding.embed_and_score_answers (prompt + reference answer, one prefill)"),
+    "history": GroupInput("the engine's PromptHistory (what was observed for each prompt before)",
+                          from_policy=False),
+}
+#: What a group declaring ``answer_logprobs`` says about the answer: its dataset column, the text placed between the
+#: prompt and the answer, and the most answer tokens scored.
+ANSWER_SPEC = ("column", "prefix", "max_tokens")
+#: The declarable inputs that only a prefill of the policy provides.
+MODEL_INPUTS = tuple(name for name, spec in GROUP_INPUTS.items() if spec.from_policy)
+
+
+def _check_requires(cls) -> tuple[str, ...]:
+    requires = tuple(getattr(cls, "requires", ()))
+    unknown = [r for r in requires if r not in GROUP_INPUTS]
+    if unknown:
+        raise ValueError(f"Feature group {getattr(cls, 'name', cls)!r} requires {unknown}; a group may declare "
+                         f"only {list(GROUP_INPUTS)} (dataset columns go in its `columns`).")
+    return requires
+
+
 def _logit(p: np.ndarray, eps: float = 0.02) -> np.ndarray:
     p = np.clip(p, eps, 1 - eps)
     return np.log(p / (1 - p))
@@ -74,7 +121,7 @@ def _stable_hash(text: str) -> int:
 # ----------------------------------------------------------------------------------------------- feature groups
 class LengthFeatures:
     name = "length"
-    needs_embedding = False
+    requires = ()
 
     def transform(self, batch: CandidateBatch, history: PromptHistory | None = None) -> np.ndarray:
         texts = batch.texts
@@ -128,7 +175,7 @@ class TextFeatures:
     """
 
     name = "text"
-    needs_embedding = False
+    requires = ()
     DENSE_LIMIT = 4096
 
     def __init__(
@@ -296,7 +343,7 @@ class MetadataFeatures:
     """
 
     name = "metadata"
-    needs_embedding = False
+    requires = ()
     KINDS = ("auto", "numeric", "categorical")
 
     def __init__(self, columns=None, buckets: int = 16, seed: int = 0):
@@ -367,7 +414,7 @@ class MetadataFeatures:
 
 class HistoryFeatures:
     name = "history"
-    needs_embedding = False
+    requires = ("history",)
 
     def transform(self, batch: CandidateBatch, history: PromptHistory | None = None) -> np.ndarray:
         if history is None:
@@ -403,7 +450,7 @@ class AnswerLikelihoodFeatures:
     """
 
     name = "answer_likelihood"
-    needs_embedding = False
+    requires = ("answer_logprobs",)
 
     def __init__(self, column: str = "answer", prefix: str = "", max_tokens: int = 32):
         if not isinstance(column, str) or not column:
@@ -449,7 +496,7 @@ class EmbeddingFeatures:
     """
 
     name = "embedding"
-    needs_embedding = True
+    requires = ("embeddings",)
     REDUCTIONS = ("pca", "random", "none")
 
     def __init__(
@@ -639,6 +686,34 @@ FEATURE_GROUPS = {
 }
 
 
+def register_feature_group(cls: type | None = None, *, overwrite: bool = False):
+    """Class decorator: make ``cls`` selectable as ``depo_features=[..., cls.name]``.
+
+    The class needs a ``name``, ``transform(batch, history) -> (n, k) array`` and ``requires`` (a tuple of
+    ``GROUP_INPUTS`` names, empty for a group that reads only the text); a group that reads dataset columns names
+    them in its ``columns``. The trainer, ``depo-trl route`` and the engine provide exactly what is declared:
+    nothing else is to be wired. A name already registered is refused unless ``overwrite=True``.
+    """
+
+    def register(cls: type) -> type:
+        name = getattr(cls, "name", None)
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{cls.__name__} needs a class attribute `name` (a non-empty string) to be registered.")
+        if not callable(getattr(cls, "transform", None)):
+            raise ValueError(f"Feature group {name!r} needs a method transform(batch, history) -> (n, k) array.")
+        if not hasattr(cls, "requires"):
+            raise ValueError(f"Feature group {name!r} needs a class attribute `requires`: the inputs it reads, from "
+                             f"{list(GROUP_INPUTS)}; () when it reads only the prompt text.")
+        _check_requires(cls)
+        if name in FEATURE_GROUPS and FEATURE_GROUPS[name] is not cls and not overwrite:
+            raise ValueError(f"A feature group is already registered as {name!r}. Give {cls.__name__} another `name`, "
+                             "or replace the registered one on purpose with @register_feature_group(overwrite=True).")
+        FEATURE_GROUPS[name] = cls
+        return cls
+
+    return register if cls is None else register(cls)
+
+
 def check_feature_names(names) -> None:
     unknown = [n for n in names if n not in FEATURE_GROUPS]
     if unknown:
@@ -651,7 +726,7 @@ def make_feature_group(name: str, seed: int = 0, **options: Any):
     """One feature group by name, with its options (a clear error for an unknown name or option)."""
     check_feature_names([name])
     cls = FEATURE_GROUPS[name]
-    if name in ("text", "metadata", "embedding"):
+    if "seed" in inspect.signature(cls).parameters:  # hashes and projections follow the run's seed
         options.setdefault("seed", seed)
     try:
         return cls(**options)
@@ -689,19 +764,47 @@ class Featurizer:
             if n == "embedding":
                 group_options.setdefault("dim", embedding_dim)
             self.groups.append(make_feature_group(n, seed=seed, **group_options))
+        declared = {r for g in self.groups for r in _check_requires(g)}
+        self._requires = tuple(r for r in GROUP_INPUTS if r in declared)
+        answers = set()
+        for g in self.groups:
+            if "answer_logprobs" in g.requires:
+                lacking = [a for a in ANSWER_SPEC if not hasattr(g, a)]
+                if lacking:
+                    raise ValueError(f"Feature group {g.name!r} declares answer_logprobs but has no {lacking}: the "
+                                     f"prefill reads {list(ANSWER_SPEC)} from it to know which answer to score.")
+                answers.add(tuple(getattr(g, a) for a in ANSWER_SPEC))
+        if len(answers) > 1:  # one prefill scores one answer per prompt
+            raise ValueError(f"Feature groups {self.groups_requiring('answer_logprobs')} declare answer_logprobs for "
+                             f"different answers {sorted(answers)}; one prefill scores one answer per prompt.")
+
+    @property
+    def requires(self) -> tuple[str, ...]:
+        """The inputs the groups declare (``GROUP_INPUTS`` names, in that order)."""
+        return self._requires
+
+    @property
+    def model_inputs(self) -> tuple[str, ...]:
+        """The declared inputs that a prefill of the policy provides (empty: no group reads the model)."""
+        return tuple(r for r in self._requires if r in MODEL_INPUTS)
+
+    def groups_requiring(self, name: str) -> list[str]:
+        """The names of the groups that declare input ``name``."""
+        return [g.name for g in self.groups if name in getattr(g, "requires", ())]
 
     @property
     def needs_embedding(self) -> bool:
-        return any(g.needs_embedding for g in self.groups)
+        return "embeddings" in self._requires
 
     @property
-    def answer_likelihood(self) -> AnswerLikelihoodFeatures | None:
-        """The ``answer_likelihood`` group (its column, prefix and token limit), or None when it is off."""
-        return next((g for g in self.groups if isinstance(g, AnswerLikelihoodFeatures)), None)
+    def answer_likelihood(self):
+        """The group that declares ``answer_logprobs`` (its ``column``, ``prefix`` and ``max_tokens`` say which
+        answer the prefill scores), or None when no group does."""
+        return next((g for g in self.groups if "answer_logprobs" in getattr(g, "requires", ())), None)
 
     @property
     def needs_history(self) -> bool:
-        return "history" in self.names
+        return "history" in self._requires
 
     @property
     def sparse(self) -> bool:

@@ -6,6 +6,9 @@ reward on a code prompt), so the next one is asked. The deciding reward is thres
 reward that scores only some completions of a group applies but failed to score the rest; such a group is no label
 this round (``trials = 0``): failures to score are rarely independent of the outcome (timeouts on long answers, parse
 errors), so its pass count may be biased.
+
+``PassLabeller`` applies that rule to each round's rewards and says, once each per run, when the labels cannot teach
+the estimator: a threshold that never splits the pass reward, and prompts no pass reward applies to.
 """
 
 from __future__ import annotations
@@ -112,3 +115,33 @@ def no_pass_reward_message(unlabelled: int, n_groups: int, rewards: list[str]) -
         "nothing about them. Add a reward that scores them to depo_pass_reward (a comma-separated priority list), "
         "or leave depo_pass_reward unset to fall back to every reward function in order."
     )
+
+
+class PassLabeller:
+    """One round's pass counts from TRL's gathered rewards, and the warnings (each once per run) a user can act on.
+
+    Args:
+        reward_names: every reward function's name, in TRL's order.
+        threshold: ``depo_pass_threshold``.
+    """
+
+    def __init__(self, reward_names: Sequence[str], threshold: float):
+        self.reward_names = list(reward_names)
+        self.threshold = threshold
+        self.tally = PassSignalTally()
+        self.warned: set[str] = set()
+
+    def __call__(self, values: np.ndarray, pass_order: Sequence[int]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Passes and scorable completions per group of ``values`` (``(n_groups, G, n_reward_funcs)``, NaN where a
+        function returned None), and the warnings this round raises for the first time."""
+        passes, trials, no_reward_applies = group_outcomes(values, pass_order, self.threshold)
+        names = [self.reward_names[i] for i in pass_order]
+        notes = []
+        never_split = self.tally.add(passes, trials)
+        if never_split is not None and "constant" not in self.warned:
+            self.warned.add("constant")
+            notes.append(constant_signal_message(never_split, self.tally, names[0], self.threshold))
+        if no_reward_applies and len(pass_order) < len(self.reward_names) and "no_reward" not in self.warned:
+            self.warned.add("no_reward")
+            notes.append(no_pass_reward_message(no_reward_applies, len(values), names))
+        return passes, trials, notes

@@ -1,9 +1,12 @@
 """Prompts -> what ``PromptSelector.score`` reads: rendered text, token ids, keys, policy embeddings, answer
 likelihood.
 
-The feature groups say what they need (``selector.needs_embedding``, ``selector.answer_likelihood``,
-``selector.metadata_columns``); ``PromptEncoder`` provides it, so a feature group that reads the model is wired here
-once, for training (``DEPOTrainer``) and routing (``depo_trl.route``) alike. The caller supplies two functions:
+Each feature group declares the model-read inputs it needs in its ``requires`` (``selector.model_inputs`` is their
+union: ``embeddings``, ``answer_logprobs``; the answer to score comes from the group that declares it) and the dataset
+columns it reads (``selector.metadata_columns``). ``PromptEncoder`` runs the prefill exactly when a group declares a
+model-read input and passes on exactly the declared ones, for training (``DEPOTrainer``) and routing
+(``depo_trl.route``) alike, so a new feature group that reads the model needs no wiring. The caller supplies two
+functions:
 
 - ``render(prompts, environments) -> (texts, token_ids)``: the prompts as the policy sees them. The trainer renders
   through TRL's own generation path (tools, chat template and its kwargs, per-environment tools); routing applies
@@ -58,8 +61,8 @@ class EncodedPrompts:
     texts: list[str]
     token_ids: list[list[int]]
     keys: np.ndarray
-    embeddings: np.ndarray | None  # None without the embedding group
-    answer_logprobs: np.ndarray | None  # None without the answer_likelihood group
+    embeddings: np.ndarray | None  # None when no feature group declares "embeddings"
+    answer_logprobs: np.ndarray | None  # None when no feature group declares "answer_logprobs"
     seconds: float  # rendering + prefill time
 
     def selector_inputs(self, metadata: dict | None) -> dict:
@@ -135,30 +138,32 @@ class PromptEncoder:
 
     @property
     def needs_prefill(self) -> bool:
-        """Whether any feature group reads the model (embedding or answer likelihood)."""
-        return self.selector.needs_embedding or self.selector.answer_likelihood is not None
+        """Whether any feature group declares a model-read input (``embeddings``, ``answer_logprobs``)."""
+        return bool(self.selector.model_inputs)
 
     def encode(self, prompts: list, environments: list | None = None, metadata: dict | None = None
                ) -> EncodedPrompts:
-        """Rendered texts, token ids, keys, and the model-read inputs the feature groups need."""
+        """Rendered texts, token ids, keys, and exactly the model-read inputs the feature groups declare."""
         t0 = time.perf_counter()
         texts, token_ids = self.render(prompts, environments)
         keys = np.array([prompt_key(p) for p in prompts], dtype=np.int64)
+        declared = self.selector.model_inputs
         embeddings = answer_logprobs = None
-        answers = self.selector.answer_likelihood
-        if self.needs_prefill:
-            answer_ids = None
-            if answers is not None:
-                values = (metadata or {}).get(answers.column)
-                if values is None:
-                    raise ValueError(f"The 'answer_likelihood' features read the column {answers.column!r}; the rows "
-                                     "lack it.")
-                answer_ids = answer_token_ids(self.tokenizer, values, answers.prefix, answers.max_tokens)
+        if declared:
+            answer_ids = self._answer_ids(metadata) if "answer_logprobs" in declared else None
             embeddings, answer_logprobs = self._cached_prefill(
                 keys, [ids[-self.max_length:] for ids in token_ids], answer_ids, self.tokenizer.pad_token_id)
-            if not self.selector.needs_embedding:
+            if "embeddings" not in declared:  # the prefill computes them anyway; no group asked for them
                 embeddings = None
         return EncodedPrompts(texts, token_ids, keys, embeddings, answer_logprobs, time.perf_counter() - t0)
+
+    def _answer_ids(self, metadata: dict | None) -> list:
+        """Token ids of each prompt's reference answer, as the group that declares ``answer_logprobs`` names it."""
+        group = self.selector.answer_likelihood
+        values = (metadata or {}).get(group.column)
+        if values is None:
+            raise ValueError(f"The {group.name!r} features read the column {group.column!r}; the rows lack it.")
+        return answer_token_ids(self.tokenizer, values, group.prefix, group.max_tokens)
 
     def score(self, prompts: list, metadata: dict | None = None, environments: list | None = None
               ) -> tuple[Scores, float]:

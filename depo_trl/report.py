@@ -16,9 +16,12 @@ when present (exact run totals). It writes, into ``<output_dir>/depo_report/``:
   reward (``eval_reward``; the accuracy when the reward is 0/1) at each evaluation. The summary states both at the
   start and the end of the run: is the policy learning?
 
-The uniform reference is the useful-group share observed during the warm-up rounds, when DEPO does not filter
-and the batch is GRPO's own uniform draw. The policy changes after warm-up, so it is a reference, not a
-counterfactual; the summary says so. Plots use matplotlib's object API (no pyplot), so no display is needed.
+The uniform reference is the useful-group share of GRPO's own uniform batch. With reference steps
+(``depo_reference_every``: every N-th step after warm-up rolls out GRPO's batch on the current policy) it is their
+mean share (``depo/reference_useful_group_share``, weighted by reference rounds per window), measured through the
+same run the saving counts. Without them it is the share observed during the warm-up rounds, when DEPO does not
+filter; the policy changes after warm-up, so that is a reference, not a counterfactual, and the summary says so.
+Plots use matplotlib's object API (no pyplot), so no display is needed.
 """
 
 from __future__ import annotations
@@ -133,6 +136,20 @@ def uniform_reference(run: RunHistory) -> tuple[float, int]:
     return _weighted_mean(useful[warm], rounds[warm]), int(warm.sum())
 
 
+def reference_steps(run: RunHistory) -> tuple[float, float, float]:
+    """The reference steps' uniform useful share (mean of ``depo/reference_useful_group_share``, each window weighted
+    by its reference rounds), how many reference steps it rests on, and how many rolled-out groups (NaN, 0, 0 when
+    the run logged none)."""
+    share = _column(run, "depo/reference_useful_group_share")
+    steps = np.asarray([e["step"] for e in run.logs], dtype=float)
+    n_steps = np.diff(np.concatenate([[0.0], steps])) * np.nan_to_num(_column(run, "depo/reference"), nan=1.0)
+    ok = np.isfinite(share) & (n_steps > 0)
+    if not ok.any():
+        return float("nan"), 0.0, 0.0
+    groups = n_steps[ok] * run.rounds_per_step * np.nan_to_num(_column(run, "depo/prompts_rolled_out")[ok])
+    return float(np.average(share[ok], weights=n_steps[ok])), float(n_steps[ok].sum()), float(groups.sum())
+
+
 def cumulative(run: RunHistory) -> dict[str, np.ndarray]:
     """Cumulative candidates scored, prompts rolled out and useful groups at each logged step (estimated from the
     per-round means; exact totals are in ``run.stats``)."""
@@ -152,6 +169,7 @@ def compute_summary(run: RunHistory) -> dict:
     rounds = _window_rounds(run)
     warm = _column(run, "depo/warmup") >= 0.999
     filtered = _column(run, "depo/warmup") <= 0.001
+    selecting = filtered & ~(_column(run, "depo/reference") >= 0.999)  # reference steps roll out GRPO's batch
     cum = cumulative(run)
     s = run.stats or {}
     candidates = s.get("candidates_scored", cum["candidates"][-1])
@@ -160,6 +178,10 @@ def compute_summary(run: RunHistory) -> dict:
     labelled = s.get("labelled_groups", rolled_out)
     group = s["completions_generated"] / s["prompts_rolled_out"] if s.get("prompts_rolled_out") else None
     reference, n_reference = uniform_reference(run)
+    source = "warm-up"
+    ref_share, ref_steps, ref_groups = reference_steps(run)
+    if ref_steps > 0:
+        reference, source = ref_share, "reference steps"
     uniform_prompts = useful / reference if reference > 0 else float("nan")
     predicted, observed = _column(run, "depo/predicted_pass_rate"), _column(run, "depo/observed_pass_rate")
     both = filtered & np.isfinite(predicted) & np.isfinite(observed)
@@ -178,9 +200,13 @@ def compute_summary(run: RunHistory) -> dict:
         "useful_groups": useful,
         "labelled_groups": labelled,
         "useful_share": useful / labelled if labelled else float("nan"),
-        "useful_share_after_warmup": _weighted_mean(_column(run, "depo/useful_group_share")[filtered], rounds[filtered]),
+        "useful_share_after_warmup": _weighted_mean(_column(run, "depo/useful_group_share")[selecting],
+                                                    rounds[selecting]),
         "uniform_reference": reference,
-        "uniform_reference_windows": n_reference,
+        "uniform_reference_source": source,
+        "uniform_reference_windows": n_reference,  # logged warm-up windows
+        "reference_steps": ref_steps,
+        "reference_groups": ref_groups,
         "uniform_prompts_for_same_useful": uniform_prompts,
         "predicted_after_warmup": _weighted_mean(predicted[both], rounds[both]),
         "observed_after_warmup": _weighted_mean(observed[both], rounds[both]),
@@ -227,15 +253,24 @@ def format_summary(summary: dict) -> str:
         )
     lines.append(
         f"Useful groups (0 < passes < G): {s['useful_groups']:.0f}/{s['labelled_groups']:.0f} = "
-        f"{_pct(s['useful_share'])} overall, {_pct(s['useful_share_after_warmup'])} after warm-up."
+        f"{_pct(s['useful_share'])} overall, {_pct(s['useful_share_after_warmup'])} after warm-up"
+        + (" (reference steps aside)." if s.get("reference_steps") else ".")
     )
-    if s["uniform_reference_windows"]:
-        lines.append(
-            f"Uniform reference: {_pct(s['uniform_reference'])} useful, observed in the "
-            f"{s['uniform_reference_windows']} logged warm-up windows (DEPO does not filter during warm-up, so "
-            "those batches are GRPO's uniform draw; the policy changes later, so this is a reference, not a "
-            "counterfactual)."
-        )
+    by_reference_steps = s.get("uniform_reference_source") == "reference steps"
+    if by_reference_steps or s["uniform_reference_windows"]:
+        if by_reference_steps:
+            lines.append(
+                f"Uniform reference: {_pct(s['uniform_reference'])} useful, measured at {s['reference_steps']:.0f} "
+                f"reference steps (~{s['reference_groups']:.0f} groups: GRPO's own uniform batch, rolled out every "
+                "depo_reference_every-th step after warm-up on the current policy, through the run the saving counts)."
+            )
+        else:
+            lines.append(
+                f"Uniform reference: {_pct(s['uniform_reference'])} useful, observed in the "
+                f"{s['uniform_reference_windows']} logged warm-up windows (DEPO does not filter during warm-up, so "
+                "those batches are GRPO's uniform draw; the policy changes later, so this is a reference, not a "
+                "counterfactual)."
+            )
         prompts = s["uniform_prompts_for_same_useful"]
         if np.isfinite(prompts):
             if s["group_size"]:
@@ -252,8 +287,9 @@ def format_summary(summary: dict) -> str:
                 )
     else:
         lines.append(
-            "Uniform reference: none (no logged window made only of warm-up rounds). Use depo_warmup_steps > 0 and "
-            "logging_steps <= depo_warmup_steps to get one."
+            "Uniform reference: none (no logged window made only of warm-up rounds, and no reference step). Use "
+            "depo_reference_every (e.g. 5) for one measured on the current policy, or depo_warmup_steps > 0 and "
+            "logging_steps <= depo_warmup_steps."
         )
     if np.isfinite(s["observed_after_warmup"]):
         lines.append(
@@ -342,12 +378,13 @@ def plot_rollouts_saved(run: RunHistory, summary: dict, path: str) -> None:
     unit = "completions" if summary["group_size"] else "prompt groups"
     ax2.plot(cum["step"], cum["rolled_out"] * group, label=f"{unit} generated (DEPO)")
     reference = summary["uniform_reference"]
+    where = "at reference steps" if summary.get("uniform_reference_source") == "reference steps" else "in warm-up"
     if np.isfinite(reference) and reference > 0:
         ax2.plot(
             cum["step"],
             cum["useful"] / reference * group,
             linestyle="--",
-            label=f"uniform, same useful groups (ref. {reference:.0%} useful in warm-up)",
+            label=f"uniform, same useful groups (ref. {reference:.0%} useful {where})",
         )
     ax2.set(xlabel="step", ylabel=f"{unit} (cumulative)", title=f"{unit.capitalize()}: DEPO vs uniform")
     ax2.legend(fontsize="small")
@@ -360,7 +397,8 @@ def plot_useful_share(run: RunHistory, summary: dict, path: str) -> None:
     steps, values = run.series("depo/useful_group_share")
     ax.plot(steps, values, marker=".", label="DEPO: useful groups / rolled out")
     if np.isfinite(summary["uniform_reference"]):
-        ax.axhline(summary["uniform_reference"], color="C3", linestyle="--", label="uniform (warm-up rounds)")
+        where = "reference steps" if summary.get("uniform_reference_source") == "reference steps" else "warm-up rounds"
+        ax.axhline(summary["uniform_reference"], color="C3", linestyle="--", label=f"uniform ({where})")
     ax.set(xlabel="step", ylabel="share of groups with 0 < passes < G", ylim=(0, 1.05), title="Useful-group share")
     ax.legend(fontsize="small")
     fig.savefig(path, dpi=110)

@@ -2,9 +2,10 @@
 
 ``Round`` is what the trainer decides before rollout and keeps until the rewards arrive. ``round_metrics`` and
 ``audit_record`` turn a finished round into its ``depo/*`` metrics and its line of ``depo_decisions.jsonl``.
-``RolloutCounter`` enforces ``depo_max_rollouts_per_epoch`` (rollouts of one prompt within one pass of the candidate
-walk). ``warmup_indices`` reads a warm-up round's dataset indices back from TRL's sampler. ``candidate_fingerprint``
-and ``check_same_candidates`` make sure every rank drew the same candidates. Plain numpy, no TRL.
+``is_reference_step`` says which steps are reference steps (``depo_reference_every``). ``RolloutCounter`` enforces
+``depo_max_rollouts_per_epoch`` (rollouts of one prompt within one pass of the candidate walk). ``warmup_indices``
+reads a warm-up round's dataset indices back from TRL's sampler. ``candidate_fingerprint`` and
+``check_same_candidates`` make sure every rank drew the same candidates. Plain numpy, no TRL.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ class Round:
     selection: Selection
     warmup: bool  # a warm-up round of a filtering run (GRPO's own batch while the estimator learns)
     embed_seconds: float = 0.0
+    # A reference round (GRPO's own batch after warm-up, its useful share the uniform reference on the current
+    # policy); None when the run has no reference steps (depo_reference_every=0), so nothing about them is logged.
+    reference: bool | None = None
 
     @property
     def keys(self) -> np.ndarray:
@@ -58,12 +62,17 @@ def round_metrics(plan: Round, outcome: RoundOutcome, new_failures: int) -> dict
         "depo/estimator_seconds": plan.scores.seconds + outcome.seconds,
         "depo/estimator_failures": float(new_failures),
     }
+    if plan.reference is not None:
+        metrics["depo/reference"] = float(plan.reference)
     labelled = outcome.labelled
     if labelled.any():
         predicted = outcome.predicted[labelled]
         observed = outcome.observed[labelled]
         metrics["depo/observed_pass_rate"] = float(observed.mean())
         metrics["depo/useful_group_share"] = float(outcome.useful[labelled].mean())
+        if plan.reference:
+            # Only on reference rounds, so TRL's per-window mean is the mean over the window's reference rounds.
+            metrics["depo/reference_useful_group_share"] = metrics["depo/useful_group_share"]
         if np.isfinite(predicted).all():
             metrics["depo/predicted_pass_rate"] = float(predicted.mean())
             # Brier score of the per-completion prediction: mean over groups of mean_j (p - y_j)^2.
@@ -84,10 +93,12 @@ def audit_record(plan: Round, passes: np.ndarray, trials: np.ndarray, band: tupl
         decision[index] = reason
         observed_passes[index], observed_trials[index] = int(passes[slot]), int(trials[slot])
     indices = plan.dataset_indices
+    reference = {} if plan.reference is None else {"reference": plan.reference}
     return {
         "round": round_number,
         "step": step,
         "warmup": plan.warmup,
+        **reference,
         "rolled_out": [int(i) for i in plan.selection.indices],  # candidate positions, in rollout order
         "dataset_index": None if indices is None else [int(i) for i in indices],
         "prompt_key": [int(k) for k in plan.keys],
@@ -98,6 +109,16 @@ def audit_record(plan: Round, passes: np.ndarray, trials: np.ndarray, band: tupl
         "passes": observed_passes,
         "trials": observed_trials,
     }
+
+
+def is_reference_step(step: int, warmup_steps: int, every: int, span: int = 1) -> bool:
+    """Whether a generation round that starts at ``step`` (optimizer steps done, as ``state.global_step``) and trains
+    ``span`` steps is a reference round: after warm-up, the steps ``warmup_steps + every``, ``+ 2 every``, ... (counted
+    from 1, i.e. ``step + 1`` is the step being taken) are reference steps, and a round is one when a step it trains
+    is (``span`` > 1 when TRL generates less often than once per optimizer step). ``every=0``: never."""
+    if every <= 0 or step < warmup_steps:
+        return False
+    return any((s + 1 - warmup_steps) % every == 0 for s in range(step, step + max(1, span)))
 
 
 class RolloutCounter:
@@ -111,6 +132,13 @@ class RolloutCounter:
         """Whether a prompt drawn in walk pass ``pass_index`` was already rolled out the most times in that pass."""
         seen = self.seen.get(int(key))
         return self.cap is not None and seen is not None and seen[0] == pass_index and seen[1] >= self.cap
+
+    def skip_rule(self, key_of: Callable[[dict], int]) -> Callable[[dict, int], bool] | None:
+        """The ``skip`` of ``CandidateStream.draw``: a row whose prompt (``key_of(row)``) is at the cap in that walk
+        pass is passed over; None without a cap."""
+        if self.cap is None:
+            return None
+        return lambda row, pass_index: self.over_cap(key_of(row), pass_index)
 
     def count(self, keys, passes) -> None:
         for key, pass_index in zip(keys, passes):

@@ -11,10 +11,11 @@ The features must be rebuilt exactly as the run built them, so ``route`` needs:
   run was trained with (``config=recipe.yaml``);
 - the run's tokenizer (saved in ``output_dir`` and every checkpoint): prompts are rendered with its chat template
   and counted in its tokens, as in training;
-- when the run used the ``embedding`` feature group, the run's policy: the trained model saved in the run folder
-  (a full model, or a LoRA adapter on the base model named in ``adapter_config.json``; with
-  ``depo_embedding_adapter: off`` the base model alone), loaded here unless a model is passed. A run trained with
-  features without ``embedding`` (e.g. ``depo_features: [length, history]``) routes without loading any model.
+- when a feature group of the run reads the policy (declares a model-read input: ``embedding``,
+  ``answer_likelihood``), the run's policy: the trained model saved in the run folder (a full model, or a LoRA
+  adapter on the base model named in ``adapter_config.json``; with ``depo_embedding_adapter: off`` the base model
+  alone), loaded here unless a model is passed. A run whose features read no model (e.g. ``depo_features: [length,
+  history]``) routes without loading any.
 
 ``history`` features are looked up in the run's prompt history: a prompt the run rolled out is scored with what
 was observed for it, an unseen one as unseen. Prompts are formatted like the run's training data (the recorded
@@ -127,10 +128,10 @@ def load_run_model(state_dir: str, run_dir: str, config: dict):
     folder = next((d for d in (state_dir, run_dir) if _has_model(d)), None)
     if folder is None:
         raise FileNotFoundError(
-            f"The run's features include 'embedding' (the policy's hidden state of each prompt), so routing needs the "
-            f"run's trained model, but neither {state_dir!r} nor {run_dir!r} holds one (config.json or "
-            "adapter_config.json). Pass the model (route(..., model=..., tokenizer=...)), or route with a run "
-            "trained with depo_features without embedding (e.g. [length, history]), which needs no model."
+            f"The run's features read the policy (e.g. 'embedding', the policy's hidden state of each prompt), so "
+            f"routing needs the run's trained model, but neither {state_dir!r} nor {run_dir!r} holds one (config.json "
+            "or adapter_config.json). Pass the model (route(..., model=..., tokenizer=...)), or route with a run "
+            "trained with depo_features that read no model (e.g. [length, history])."
         )
     adapter = os.path.join(folder, "adapter_config.json")
     if not os.path.isfile(adapter):
@@ -267,9 +268,10 @@ def route(run_dir: str, prompts: list | str, tau: float = 0.5, *, config: str | 
     state = load_state(state_dir)
     tokenizer = tokenizer or _load_tokenizer(state_dir, run_dir, run_config)
     notes = []
-    if "embedding" in run_config["depo"]["depo_features"] and model is None:
+    model_inputs = selector_from_run_config(run_config).model_inputs  # what the run's feature groups declare
+    if model_inputs and model is None:
         model = load_run_model(state_dir, run_dir, run_config)
-        notes.append("Embedding features: computed with the run's saved model.")
+        notes.append(f"Model-read features ({', '.join(model_inputs)}): computed with the run's saved model.")
     metadata = {key: [row.get(key) for row in rows] for key in rows[0]}
     predicted = predict_pass_rates(texts, state, run_config, tokenizer, model=model, metadata=metadata)
     seen = int(np.sum(_seen(texts, state)))

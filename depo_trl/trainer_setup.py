@@ -1,7 +1,7 @@
 """``DEPOTrainer``'s construction-time checks and the small facts about rows it reads, kept out of the trainer.
 
-Everything here runs before any compute (bad input fails with the problem and the fix) or is a pure reading of a
-dataset row: what DEPO scores for a row (``candidate_prompt``), whether the dataset can be indexed, how a
+Everything here runs before any compute (bad input fails with the problem and the fix: ``depo_config_for``,
+``check_train_dataset``, ``check_metadata_columns``) or is a pure reading of a dataset row: what DEPO scores for a row (``candidate_prompt``), whether the dataset can be indexed, how a
 warm-start prompt is shaped like a training prompt; and the warm start itself (``warm_start``, before the first
 round), the same rule as ``estimators.warm_start_from_jsonl`` (``scale_to_trials``).
 """
@@ -12,6 +12,22 @@ import numpy as np
 
 from ._warnings import warn_user
 from .estimators.warm_start import read_passrate_jsonl, scale_to_trials
+
+
+def depo_config_for(model, args):
+    """``args``, checked to be a ``DEPOConfig``; without one, a default ``DEPOConfig`` named after the model (as
+    ``GRPOTrainer`` names its default ``GRPOConfig``)."""
+    from .depo_config import DEPOConfig
+
+    if args is None:
+        name = model if isinstance(model, str) else model.config._name_or_path
+        return DEPOConfig(f"{name.split('/')[-1]}-DEPO")
+    if not isinstance(args, DEPOConfig):
+        raise TypeError(
+            f"DEPOTrainer needs a DEPOConfig, got {type(args).__name__}. "
+            "Build one with the same fields: DEPOConfig(**your_grpo_args.to_dict()), plus any depo_* fields."
+        )
+    return args
 
 
 def is_map_style(dataset) -> bool:

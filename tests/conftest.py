@@ -13,7 +13,9 @@ import torch  # noqa: E402
 # The tiny models here run faster on one thread than on two (thread hand-offs cost more than the matmuls).
 torch.set_num_threads(1)
 
-SHARED_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
+# The real data beside the repository (../shared/data), or wherever $DEPO_BENCH_DATA points, as for the benchmarks.
+SHARED_DATA = os.environ.get("DEPO_BENCH_DATA") or os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")
 
 
 @pytest.fixture(scope="session")

@@ -124,10 +124,11 @@ def featurize_prompts(
         if X.ndim != 2 or len(X) != len(texts):
             raise ValueError(f"The feature callable returned shape {X.shape} for {len(texts)} prompts; expected (n, d).")
         return X, keys
-    if featurizer.needs_embedding:
+    if featurizer.model_inputs:
+        groups = sorted({g for name in featurizer.model_inputs for g in featurizer.groups_requiring(name)})
         raise ValueError(
-            "Warm start uses content features only, but the featurizer includes 'embedding' (it needs the policy). "
-            "Warm-start an estimator over e.g. ['length', 'text'] instead."
+            f"Warm start uses content features only, but the featurizer includes {groups} (they read the policy: "
+            f"{', '.join(featurizer.model_inputs)}). Warm-start an estimator over e.g. ['length', 'text'] instead."
         )
     counts = None if count_tokens is None else np.asarray(count_tokens(texts), dtype=np.float64)
     batch = CandidateBatch(keys=keys, texts=texts, token_counts=counts, metadata=metadata)
