@@ -309,10 +309,11 @@ class SelectorArm(Run):
         if not filtering:
             picked = np.arange(len(indices))
         elif self.oracle:
-            from depo_trl.selection import select_in_band
+            from depo_trl.selection import select
 
             low, high = self.selector.band
-            picked = select_in_band(predicted, U, self.G, low, high, 0.0, self.selector.rng).indices
+            picked = select(self.selector.selection, predicted, U, self.G, self.selector.rng, low=low, high=high,
+                            exploration=0.0).indices
         else:
             picked = self.selector.select(scores, U).indices
         picked = np.asarray(picked, dtype=np.int64)

@@ -67,6 +67,13 @@ METHODS: dict[str, tuple[str, dict]] = {
     "DEPO-useful": ("DEPO", {"selector_settings": {"depo_selection": "usefulness"}}),
     "DEPO-text": ("DEPO", {"selector_settings": {"depo_features": ["length", "history", "embedding", "text"]}}),
     "ORACLE-K8": ("DEPO", {"oracle": True, "K": 8}),  # the ceiling of selection with 8 candidates per rollout
+    # In-band picks at random (the paper's rule) instead of best-first by expected usefulness:
+    "DEPO-uband": ("DEPO", {"selector_settings": {"depo_selection": "band_uniform"}}),
+    "ORACLE-uband": ("DEPO", {"oracle": True, "selector_settings": {"depo_selection": "band_uniform"}}),
+    "DEPO-uband-wide": ("DEPO", {"selector_settings": {"depo_selection": "band_uniform", "depo_band_high": 0.95}}),
+    "DEPO-x0": ("DEPO", {"selector_settings": {"depo_exploration": 0.0}}),
+    "DEPO-uband-x0": ("DEPO", {"selector_settings": {"depo_selection": "band_uniform", "depo_exploration": 0.0}}),
+    "DEPO-uband-x05": ("DEPO", {"selector_settings": {"depo_selection": "band_uniform", "depo_exploration": 0.05}}),
 }
 DEFAULT_METHODS = ("GRPO", "DS", "GRESO", "ORACLE", "DEPO", "DEPO-hier", "DEPO-K8", "DEPO-cap2")
 QUICK_METHODS = ("GRPO", "DS", "GRESO", "ORACLE", "DEPO")

@@ -17,6 +17,8 @@ That is the ``band`` policy (the paper's rule plus exploration). ``select`` runs
 ``SELECTION_POLICIES`` with the same guarantees (exactly ``n_select`` distinct picks, each with a reason):
 
 - ``band``: as above.
+- ``band_uniform``: as ``band``, but the in-band picks are drawn at random (the paper's literal rule: every
+  candidate in band is as good as any other); the fill still goes best first.
 - ``usefulness``: no hard band; rank every candidate by expected usefulness. With an uncertainty ``sd`` per
   candidate the pass rate is taken as ``Beta(a, b)`` with mean ``p`` and that sd, and usefulness is its
   expectation ``1 - E[p**G] - E[(1-p)**G]`` (Beta moments: ``E[p**G] = prod_k (a+k)/(a+b+k)``): an uncertain
@@ -138,8 +140,10 @@ def select_in_band(
     high: float,
     exploration: float,
     rng: np.random.Generator,
+    order: str = "usefulness",
 ) -> Selection:
-    """Pick exactly ``n_select`` candidates (see the module docstring for the rule)."""
+    """Pick exactly ``n_select`` candidates (see the module docstring for the rule). ``order`` says which in-band
+    candidates win when more are in band than needed: ``"usefulness"`` (best first) or ``"uniform"`` (at random)."""
     pass_rate = np.asarray(pass_rate, dtype=np.float64)
     n = len(pass_rate)
     if n_select > n:
@@ -157,7 +161,7 @@ def select_in_band(
     explored = rng.choice(outside, size=n_explore, replace=False) if n_explore else np.empty(0, dtype=np.int64)
 
     n_band = min(n_select - n_explore, len(inside))
-    banded = _ranked(inside, usefulness, rng)[:n_band]
+    banded = (_ranked(inside, usefulness, rng) if order == "usefulness" else rng.permutation(inside))[:n_band]
 
     remaining = np.setdiff1d(outside, explored, assume_unique=True)
     filled = _ranked(remaining, usefulness, rng)[: n_select - n_explore - n_band]
@@ -217,6 +221,10 @@ def _policy_band(p, n_select, group_size, rng, uncertainty, low, high, explorati
     return select_in_band(p, n_select, group_size, low, high, exploration, rng)
 
 
+def _policy_band_uniform(p, n_select, group_size, rng, uncertainty, low, high, exploration) -> Selection:
+    return select_in_band(p, n_select, group_size, low, high, exploration, rng, order="uniform")
+
+
 def _policy_usefulness(p, n_select, group_size, rng, uncertainty, low, high, exploration) -> Selection:
     score = expected_usefulness_beta(p, uncertainty, group_size)
     return _rank_then_explore(score, n_select, exploration, rng, in_band(p, low, high))
@@ -233,6 +241,7 @@ def _policy_thompson(p, n_select, group_size, rng, uncertainty, low, high, explo
 #: name -> policy(p, n_select, group_size, rng, uncertainty, low, high, exploration) -> Selection
 SELECTION_POLICIES: dict[str, Callable[..., Selection]] = {
     "band": _policy_band,
+    "band_uniform": _policy_band_uniform,
     "usefulness": _policy_usefulness,
     "thompson": _policy_thompson,
 }

@@ -110,11 +110,12 @@ def test_revisit_floor_takes_the_most_overdue_first(policy, r):
             assert waited[left_out].max() <= waited[revisited].min()
 
 
+@pytest.mark.parametrize("policy", ["band", "band_uniform"])
 @settings(max_examples=150, deadline=None)
 @given(r=rounds())
-def test_band_policy_stays_in_band_when_it_can(r):
+def test_band_policy_stays_in_band_when_it_can(policy, r):
     r = dict(r, rounds_since=None, revisit_after=None)
-    sel = run("band", r)
+    sel = run(policy, r)
     in_band = sel.in_band
     n_non_explore = r["n_select"] - sel.n_explored
     if in_band.sum() >= n_non_explore:
@@ -229,3 +230,19 @@ def test_usefulness_prefers_mid_rates_and_thompson_explores_uncertain_ones():
         for _ in range(300)
     )
     assert wins_uncertain > 10 and wins_certain == 0
+
+
+def test_band_uniform_draws_in_band_picks_at_random_where_band_takes_the_most_useful():
+    # Six candidates in band, two picks, no exploration: "band" always takes the two nearest 0.5, "band_uniform"
+    # gives every in-band candidate the same chance (2/6), the paper's rule. Out-of-band ones are never picked.
+    predicted = np.array([0.5, 0.45, 0.2, 0.8, 0.84, 0.16, 0.99, 0.01])
+    rng = np.random.default_rng(0)
+    counts = {policy: np.zeros(len(predicted)) for policy in ("band", "band_uniform")}
+    for _ in range(3000):
+        for policy in counts:
+            counts[policy][select(policy, predicted, 2, 8, rng, exploration=0.0).indices] += 1
+    assert counts["band"][[0, 1]].tolist() == [3000, 3000]
+    share = counts["band_uniform"][:6] / 3000
+    assert np.abs(share - 2 / 6).max() < 0.04, share
+    assert counts["band_uniform"][6:].sum() == 0
+
