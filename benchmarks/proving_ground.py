@@ -74,6 +74,10 @@ METHODS: dict[str, tuple[str, dict]] = {
     "DEPO-x0": ("DEPO", {"selector_settings": {"depo_exploration": 0.0}}),
     "DEPO-uband-x0": ("DEPO", {"selector_settings": {"depo_selection": "band_uniform", "depo_exploration": 0.0}}),
     "DEPO-uband-x05": ("DEPO", {"selector_settings": {"depo_selection": "band_uniform", "depo_exploration": 0.05}}),
+    "DEPO-x02": ("DEPO", {"selector_settings": {"depo_exploration": 0.2}}),
+    "DEPO-x03": ("DEPO", {"selector_settings": {"depo_exploration": 0.3}}),
+    "DEPO-narrow": ("DEPO", {"selector_settings": {"depo_band_high": 0.7}}),  # band [0.15, 0.7]: more mixed groups
+    "DEPO-e64": ("DEPO", {"selector_settings": {"depo_embedding_dim": 64}}),  # the whole hidden state, no reduction
 }
 DEFAULT_METHODS = ("GRPO", "DS", "GRESO", "ORACLE", "DEPO", "DEPO-hier", "DEPO-K8", "DEPO-cap2")
 QUICK_METHODS = ("GRPO", "DS", "GRESO", "ORACLE", "DEPO")
