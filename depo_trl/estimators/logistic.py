@@ -37,7 +37,9 @@ class LogisticPassRateEstimator(PassRateEstimator):
     """Binomial logistic regression trained online over a recency-weighted window.
 
     Args:
-        l2 (`float`, defaults to `10.0`): L2 penalty on the weights (not the intercept), in units of one example.
+        l2 (`float`, defaults to `1.0`): L2 penalty on the weights (not the intercept), in units of one example
+            (10 before the proving ground: 1 reached GRPO's accuracy with x0.83 instead of x0.99 of its completions on
+            the balanced pool and x0.58 instead of x0.63 on the hard one, the same on the easy pool and the replay).
         window (`int`, defaults to `4096`): number of most recent labelled prompts kept for refitting.
         decay (`float`, defaults to `0.9`): weight multiplier applied to every stored example at each update.
         newton_steps (`int`, defaults to `3`): Newton iterations per update (warm-started).
@@ -48,7 +50,7 @@ class LogisticPassRateEstimator(PassRateEstimator):
 
     def __init__(
         self,
-        l2: float = 10.0,
+        l2: float = 1.0,
         window: int = 4096,
         decay: float = 0.9,
         newton_steps: int = 3,
