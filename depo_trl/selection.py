@@ -144,6 +144,8 @@ def select_in_band(
 ) -> Selection:
     """Pick exactly ``n_select`` candidates (see the module docstring for the rule). ``order`` says which in-band
     candidates win when more are in band than needed: ``"usefulness"`` (best first) or ``"uniform"`` (at random)."""
+    if order not in ("usefulness", "uniform"):
+        raise ValueError(f"order must be 'usefulness' or 'uniform', got {order!r}.")
     pass_rate = np.asarray(pass_rate, dtype=np.float64)
     n = len(pass_rate)
     if n_select > n:
