@@ -70,16 +70,14 @@ METHODS: dict[str, tuple[str, dict]] = {
     # In-band picks at random (the paper's rule) instead of best-first by expected usefulness:
     "DEPO-uband": ("DEPO", {"selector_settings": {"depo_selection": "band_uniform"}}),
     "ORACLE-uband": ("DEPO", {"oracle": True, "selector_settings": {"depo_selection": "band_uniform"}}),
-    "DEPO-uband-wide": ("DEPO", {"selector_settings": {"depo_selection": "band_uniform", "depo_band_high": 0.95}}),
     "DEPO-x0": ("DEPO", {"selector_settings": {"depo_exploration": 0.0}}),
     "DEPO-uband-x0": ("DEPO", {"selector_settings": {"depo_selection": "band_uniform", "depo_exploration": 0.0}}),
-    "DEPO-uband-x05": ("DEPO", {"selector_settings": {"depo_selection": "band_uniform", "depo_exploration": 0.05}}),
     "DEPO-x02": ("DEPO", {"selector_settings": {"depo_exploration": 0.2}}),
     "DEPO-x03": ("DEPO", {"selector_settings": {"depo_exploration": 0.3}}),
     # The logistic estimator's memory and penalty (decay 0.9 per round; l2 1, 10 before these runs):
     "DEPO-d97": ("DEPO", {"selector_settings": {"depo_estimator_kwargs": {"decay": 0.97}}}),
-    "DEPO-l2": ("DEPO", {"selector_settings": {"depo_estimator_kwargs": {"l2": 1.0}}}),  # the default since
-    "DEPO-l2-10": ("DEPO", {"selector_settings": {"depo_estimator_kwargs": {"l2": 10.0}}}),  # the default before
+    "DEPO-l2": ("DEPO", {"selector_settings": {"depo_estimator_kwargs": {"l2": 1.0}}}),  # = DEPO today
+    "DEPO-l2-10": ("DEPO", {"selector_settings": {"depo_estimator_kwargs": {"l2": 10.0}}}),  # the earlier default
     "DEPO-narrow": ("DEPO", {"selector_settings": {"depo_band_high": 0.7}}),  # band [0.15, 0.7]: more mixed groups
     "DEPO-e64": ("DEPO", {"selector_settings": {"depo_embedding_dim": 64}}),  # the whole hidden state, no reduction
 }

@@ -140,12 +140,10 @@ def select_in_band(
     high: float,
     exploration: float,
     rng: np.random.Generator,
-    order: str = "usefulness",
+    in_band_at_random: bool = False,
 ) -> Selection:
-    """Pick exactly ``n_select`` candidates (see the module docstring for the rule). ``order`` says which in-band
-    candidates win when more are in band than needed: ``"usefulness"`` (best first) or ``"uniform"`` (at random)."""
-    if order not in ("usefulness", "uniform"):
-        raise ValueError(f"order must be 'usefulness' or 'uniform', got {order!r}.")
+    """Pick exactly ``n_select`` candidates (see the module docstring for the rule). When more candidates are in
+    band than needed, the most useful win, or with ``in_band_at_random`` a uniform draw of them."""
     pass_rate = np.asarray(pass_rate, dtype=np.float64)
     n = len(pass_rate)
     if n_select > n:
@@ -163,7 +161,7 @@ def select_in_band(
     explored = rng.choice(outside, size=n_explore, replace=False) if n_explore else np.empty(0, dtype=np.int64)
 
     n_band = min(n_select - n_explore, len(inside))
-    banded = (_ranked(inside, usefulness, rng) if order == "usefulness" else rng.permutation(inside))[:n_band]
+    banded = (rng.permutation(inside) if in_band_at_random else _ranked(inside, usefulness, rng))[:n_band]
 
     remaining = np.setdiff1d(outside, explored, assume_unique=True)
     filled = _ranked(remaining, usefulness, rng)[: n_select - n_explore - n_band]
@@ -224,7 +222,7 @@ def _policy_band(p, n_select, group_size, rng, uncertainty, low, high, explorati
 
 
 def _policy_band_uniform(p, n_select, group_size, rng, uncertainty, low, high, exploration) -> Selection:
-    return select_in_band(p, n_select, group_size, low, high, exploration, rng, order="uniform")
+    return select_in_band(p, n_select, group_size, low, high, exploration, rng, in_band_at_random=True)
 
 
 def _policy_usefulness(p, n_select, group_size, rng, uncertainty, low, high, exploration) -> Selection:

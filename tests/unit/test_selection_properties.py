@@ -245,4 +245,3 @@ def test_band_uniform_draws_in_band_picks_at_random_where_band_takes_the_most_us
     share = counts["band_uniform"][:6] / 3000
     assert np.abs(share - 2 / 6).max() < 0.04, share
     assert counts["band_uniform"][6:].sum() == 0
-
