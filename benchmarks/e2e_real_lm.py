@@ -44,6 +44,11 @@ SIZES = {
               "max_new_tokens": 8, "lr": 2e-4, "depo_warmup_steps": 1, "max_pool": 24},
     "full": {"n_heldout": 40, "prompts_per_step": 8, "group": 8, "steps": 12, "eval_every": 6, "eval_samples": 4,
              "max_new_tokens": 12, "lr": 3e-4, "depo_warmup_steps": 2, "max_pool": 400},
+    # With statistics (issue 17): DEPO with its own defaults (warm-up included), 60 steps, 200 held-out prompts x 8
+    # samples evaluated before and after training, and per seed its own pool subset and held-out prompts.
+    # 4 prompts x 8 completions per step so that 3 seeds x 2 methods fit two cores in about two hours.
+    "stats": {"n_heldout": 200, "prompts_per_step": 4, "group": 8, "steps": 60, "eval_every": 60, "eval_samples": 8,
+              "max_new_tokens": 12, "lr": 3e-4, "depo_warmup_steps": None, "max_pool": 400, "per_seed_data": True},
 }
 # LoRA on every projection of the top 6 of SmolLM2's 30 layers, as recipes/SmolLM2-135M-Instruct/depo/
 # config_graded_cpu.yaml: gradients stop there, so the backward pass is cheap on a CPU (the same recipe with LoRA on
@@ -87,13 +92,15 @@ def build_data(records: list[dict], size: dict, seed: int = 0):
     pool = [r for r in records if r["family"] in families]
     rng = np.random.default_rng(seed)
     pool = [pool[i] for i in rng.permutation(len(pool))[: size["max_pool"]]]
+    # "full" keeps its one pool and held-out set for every seed (its recorded runs); "stats" draws them per seed.
+    heldout_seed = 10_000 + (1_000_003 * seed if size.get("per_seed_data") else 0)
     seen = {r["question"] for r in records}
     cells = frontier_cells(records, families)
     heldout = []
     for i, (family, level, _) in enumerate(cells * size["n_heldout"]):
         if len(heldout) >= size["n_heldout"]:
             break
-        for row in graded_rows(4, [family], [level], seed=10_000 + i):
+        for row in graded_rows(4, [family], [level], seed=heldout_seed + i):
             if row["prompt"][0]["content"] not in seen:
                 seen.add(row["prompt"][0]["content"])
                 heldout.append(row)
@@ -113,6 +120,11 @@ def build_data(records: list[dict], size: dict, seed: int = 0):
 
 
 def heldout_accuracy(model, tokenizer, heldout, samples: int, max_new_tokens: int, seed: int) -> float:
+    return float(np.mean(heldout_scores(model, tokenizer, heldout, samples, max_new_tokens, seed)))
+
+
+def heldout_scores(model, tokenizer, heldout, samples: int, max_new_tokens: int, seed: int) -> list[float]:
+    """Per held-out prompt, the share of its ``samples`` completions (T = 1) that the reward passes."""
     import torch
 
     from depo_trl.graded_tasks import graded_reward
@@ -141,10 +153,19 @@ def heldout_accuracy(model, tokenizer, heldout, samples: int, max_new_tokens: in
         torch.set_rng_state(state)
         tokenizer.padding_side = side
         model.train(was_training)
-    return float(np.mean(scores))
+    return [float(v) for v in np.asarray(scores, dtype=float).reshape(-1, samples).mean(axis=1)]
 
 
-def run_method(label: str, base_model, tokenizer, pool, heldout, size: dict, seed: int, workdir: str, log=print):
+def _fingerprint(eval_args) -> str:
+    import hashlib
+
+    heldout, *rest = eval_args
+    text = json.dumps([list(heldout["prompt"]), list(heldout["answer"]), rest, "smollm2-135m"], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run_method(label: str, base_model, tokenizer, pool, heldout, size: dict, seed: int, workdir: str, log=print,
+               eval_cache: Path | None = None):
     from peft import LoraConfig
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -164,8 +185,8 @@ def run_method(label: str, base_model, tokenizer, pool, heldout, size: dict, see
         "save_strategy": "no", "seed": seed, "disable_tqdm": True, "activation_checkpointing": False,
     }
     if label in DEPO_VARIANTS:
-        config = DEPOConfig(**common, depo_warmup_steps=size["depo_warmup_steps"], depo_audit_log=False,
-                            **DEPO_VARIANTS[label])
+        warmup = {} if size["depo_warmup_steps"] is None else {"depo_warmup_steps": size["depo_warmup_steps"]}
+        config = DEPOConfig(**common, **warmup, depo_audit_log=False, **DEPO_VARIANTS[label])
         cls = e2e_methods.CountingDEPO
     else:
         config = GRPOConfig(**common)
@@ -175,10 +196,21 @@ def run_method(label: str, base_model, tokenizer, pool, heldout, size: dict, see
     def record(step):
         t0 = time.perf_counter()
         trainer = holder["trainer"]
-        acc = heldout_accuracy(trainer.model, tokenizer, heldout, size["eval_samples"], size["max_new_tokens"],
-                               seed + 777)
+        args = (heldout, size["eval_samples"], size["max_new_tokens"], seed + 777)
+        # Before training every method of a seed evaluates the same model on the same prompts and samples: the
+        # first one to get there leaves its scores for the others (a parallel invocation included).
+        cached = eval_cache / f"step0-{_fingerprint(args)}.json" if step == 0 and eval_cache else None
+        if cached is not None and cached.exists():
+            scores = json.loads(cached.read_text())
+        else:
+            scores = heldout_scores(trainer.model, tokenizer, *args)
+            if cached is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                cached.write_text(json.dumps(scores))
+        acc = float(np.mean(scores))
         curve.append({"step": step, "completions": trainer.ledger.completions, "tokens": trainer.ledger.tokens,
-                      "train_seconds": t0 - timer["start"] - timer["eval"], "accuracy": acc})
+                      "train_seconds": t0 - timer["start"] - timer["eval"], "accuracy": acc,
+                      "prompt_scores": scores})
         timer["eval"] += time.perf_counter() - t0
         log(f"[{label} s{seed}] step {step}: held-out accuracy {acc:.3f}")
 
@@ -259,6 +291,11 @@ def plot(results: list[dict], path: Path, title: str) -> bool:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 steps of 2 prompts x 4, tiny held-out")
+    parser.add_argument("--size", choices=sorted(SIZES), default=None,
+                        help="'stats': 60 steps of 4 x 8, 200 held-out prompts x 8 samples, data drawn per seed")
+    parser.add_argument("--name", default=None, help="result file name (default e2e_real_lm[_quick|_stats])")
+    parser.add_argument("--merge", default=None, metavar="A.json,B.json",
+                        help="merge saved results of the same size (e.g. two invocations side by side) and render")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--methods", default="GRPO,DEPO")
@@ -270,6 +307,14 @@ def main(argv=None):
     parser.add_argument("--render", default=None, metavar="JSON",
                         help="only render the table, plot and docs section from a saved result JSON")
     args = parser.parse_args(argv)
+    if args.merge:
+        payload = merge([json.loads(Path(f).read_text()) for f in args.merge.split(",")])
+        out = Path(args.out)
+        name = args.name or "e2e_real_lm_stats"
+        out.mkdir(parents=True, exist_ok=True)
+        render(payload, out, name, None if args.no_docs else args.docs or str(DOCS))  # adds its statistics
+        (out / f"{name}.json").write_text(json.dumps(payload, indent=1, default=float))
+        return payload
     if args.render:
         payload = json.loads(Path(args.render).read_text())
         render(payload, Path(args.render).parent, Path(args.render).stem, None if args.no_docs else args.docs or str(DOCS))
@@ -283,13 +328,14 @@ def main(argv=None):
     from depo_trl.gguf import load_gguf_model, resolve_gguf
 
     warnings.filterwarnings("ignore")
-    size = dict(SIZES["quick" if args.quick else "full"])
+    size_name = args.size or ("quick" if args.quick else "full")
+    size = dict(SIZES[size_name])
     if args.steps:
         size["steps"] = args.steps
     if os.path.exists(args.passrates):
         with open(args.passrates) as f:
             records = [json.loads(line) for line in f if line.strip()]
-    elif args.quick:  # smoke run without the measurement: placeholder pass rates, said so in the output
+    elif size_name == "quick":  # smoke run without the measurement: placeholder pass rates, said so in the output
         from depo_trl.graded_tasks import graded_rows
 
         print(f"{args.passrates} not found: quick run on placeholder pass rates (0.5), not a measurement")
@@ -308,7 +354,8 @@ def main(argv=None):
     results = []
     workdir = tempfile.mkdtemp(prefix="e2e-real-lm-")
     t_start = time.perf_counter()
-    name = "e2e_real_lm_quick" if args.quick else "e2e_real_lm"
+    name = args.name or {"quick": "e2e_real_lm_quick", "full": "e2e_real_lm"}.get(size_name, f"e2e_real_lm_{size_name}")
+    eval_cache = RESULTS / "cache" / "e2e_real_lm" if size_name != "quick" else None
     command = "python -m benchmarks.e2e_real_lm " + " ".join(argv if argv is not None else sys.argv[1:])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -323,10 +370,93 @@ def main(argv=None):
 
     plan = [(int(s), m.strip()) for s in args.seeds.split(",") for m in args.methods.split(",")]
     for seed, label in plan:
-        results.append(run_method(label, base_model, tokenizer, pool, heldout, size, seed, workdir))
+        if size.get("per_seed_data"):
+            pool, heldout, info = build_data(records, size, seed)
+            info = dict(info, per_seed=True)
+        results.append(run_method(label, base_model, tokenizer, pool, heldout, size, seed, workdir,
+                                  eval_cache=eval_cache))
         payload = save()
-    render(payload, out, name, None if args.no_docs else args.docs or (None if args.quick else str(DOCS)))
+    docs_default = str(DOCS) if size_name == "full" else None  # the stats section is rendered by --merge
+    render(payload, out, name, None if args.no_docs else args.docs or docs_default)
     return payload
+
+
+def paired_statistics(results: list[dict], variant: str = "DEPO", warmup_rounds: int = 0, n_boot: int = 2000,
+                      seed: int = 0) -> dict | None:
+    """``variant`` minus GRPO on the seeds both ran: held-out accuracy after training (both at the same completions)
+    and useful share of the generated groups, each with a 95% bootstrap interval.
+
+    The bootstrap is two-level and paired: resample the seeds, then within each seed resample its held-out prompts
+    (both methods scored the same prompts, so a prompt's difference is one draw) for the accuracy, or its rounds for
+    the useful share. Seeds alone (3) would give an interval that ignores the held-out sample; prompts alone would
+    ignore seed-to-seed variation; both are in this one. Useful share is counted over every generated group
+    (DEPO's warm-up included: it is part of its cost) and, as ``after_warmup``, over the rounds after DEPO's
+    ``warmup_rounds`` (one round per optimizer step here), the same rounds for GRPO.
+    """
+    grpo = {r["seed"]: r for r in results if r["method"] == "GRPO"}
+    other = {r["seed"]: r for r in results if r["method"] == variant and r["seed"] in grpo}
+    seeds = sorted(other)
+    if not seeds or any("prompt_scores" not in other[s]["curve"][-1] for s in seeds):
+        return None
+    warm = int(warmup_rounds)
+    acc_d = [np.asarray(other[s]["curve"][-1]["prompt_scores"]) - np.asarray(grpo[s]["curve"][-1]["prompt_scores"])
+             for s in seeds]
+    use = {k: [np.asarray(r[s]["ledger"]["round_useful_share"], dtype=float) for s in seeds]
+           for k, r in (("v", other), ("g", grpo))}
+    rng = np.random.default_rng(seed)
+
+    def boot(per_seed_values, stat):
+        out = []
+        for _ in range(n_boot):
+            picks = rng.integers(0, len(seeds), len(seeds))
+            out.append(np.mean([stat(per_seed_values, i, rng) for i in picks]))
+        return [float(np.percentile(out, 2.5)), float(np.percentile(out, 97.5))]
+
+    def acc_stat(values, i, rng):
+        d = values[i]
+        return d[rng.integers(0, len(d), len(d))].mean()
+
+    def use_stat(start):
+        def stat(values, i, rng):
+            g, v = values["g"][i][start:], values["v"][i][start:]
+            return v[rng.integers(0, len(v), len(v))].mean() - g[rng.integers(0, len(g), len(g))].mean()
+        return stat
+
+    def use_point(start):
+        return [float(use["v"][i][start:].mean() - use["g"][i][start:].mean()) for i in range(len(seeds))]
+
+    per_seed_acc = [float(d.mean()) for d in acc_d]
+    return {
+        "variant": variant, "seeds": seeds, "heldout_prompts": int(len(acc_d[0])),
+        "accuracy_start": {"GRPO": [grpo[s]["curve"][0]["accuracy"] for s in seeds],
+                           variant: [other[s]["curve"][0]["accuracy"] for s in seeds]},
+        "accuracy_end": {"GRPO": [grpo[s]["curve"][-1]["accuracy"] for s in seeds],
+                         variant: [other[s]["curve"][-1]["accuracy"] for s in seeds]},
+        "completions": {"GRPO": [grpo[s]["ledger"]["completions"] for s in seeds],
+                        variant: [other[s]["ledger"]["completions"] for s in seeds]},
+        "accuracy_diff": {"mean": float(np.mean(per_seed_acc)), "per_seed": per_seed_acc,
+                          "ci95": boot(acc_d, acc_stat)},
+        "useful_share_diff": {"mean": float(np.mean(use_point(0))), "per_seed": use_point(0),
+                              "ci95": boot(use, use_stat(0))},
+        "useful_share_diff_after_warmup": None if warm >= min(len(u) for u in use["v"] + use["g"]) else {
+            "mean": float(np.mean(use_point(warm))), "per_seed": use_point(warm), "ci95": boot(use, use_stat(warm)),
+            "warmup_rounds": warm},
+    }
+
+
+def merge(payloads: list[dict]) -> dict:
+    """One payload from invocations of the same size run side by side (their commands joined)."""
+    sizes = {json.dumps(p["meta"]["size"], sort_keys=True) for p in payloads}
+    if len(sizes) != 1:
+        raise ValueError(f"--merge: the results were run with different sizes: {sorted(sizes)}")
+    runs = [r for p in payloads for r in p["methods"]]
+    keys = [(r["method"], r["seed"]) for r in runs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"--merge: a (method, seed) appears twice: {sorted(keys)}")
+    meta = dict(payloads[0]["meta"], command=" ; ".join(p["meta"]["command"] for p in payloads),
+                total_seconds=max(p["meta"]["total_seconds"] for p in payloads),
+                complete=all(p["meta"].get("complete", True) for p in payloads))
+    return {"meta": meta, "methods": sorted(runs, key=lambda r: (r["seed"], r["method"]))}
 
 
 def render(payload: dict, out: Path, name: str, docs: str | None) -> None:
@@ -337,6 +467,9 @@ def render(payload: dict, out: Path, name: str, docs: str | None) -> None:
     png = out / f"{name}.png"
     plot(results, png, f"SmolLM2-135M-Instruct + LoRA, {size['steps']} steps x {size['prompts_per_step']} x "
                        f"{size['group']}")
+    if size.get("per_seed_data"):
+        stats_section(payload, png, docs)
+        return
     if not docs:
         return
     grpo = {r["seed"]: r for r in results if r["method"] == "GRPO"}
@@ -365,6 +498,64 @@ def render(payload: dict, out: Path, name: str, docs: str | None) -> None:
         f"![real LM: pass rate per step and held-out accuracy]({os.path.relpath(png, Path(docs).parent)})",
     ])
     A.update_docs_section(body, docs, SECTION)
+
+
+def stats_section(payload: dict, png: Path, docs: str | None) -> None:
+    """The statistics run's verdicts (printed; with ``docs`` also its docs section) and ``payload["statistics"]``."""
+    from depo_trl import DEPOConfig
+
+    results, size, info = payload["methods"], payload["meta"]["size"], payload["meta"]["data"]
+    warm = size["depo_warmup_steps"]
+    if warm is None:
+        warm = DEPOConfig.__dataclass_fields__["depo_warmup_steps"].default
+    lines, stats = [], {}
+    for variant in DEPO_VARIANTS:
+        st = paired_statistics(results, variant, warmup_rounds=warm)
+        if st is None:
+            continue
+        stats[variant] = st
+        a, u, uw = st["accuracy_diff"], st["useful_share_diff"], st["useful_share_diff_after_warmup"]
+        n = len(st["seeds"])
+
+        def fmt(d, digits=3):
+            return (f"{d['mean']:+.{digits}f} [{d['ci95'][0]:+.{digits}f}, {d['ci95'][1]:+.{digits}f}] "
+                    f"(per seed {', '.join(f'{v:+.{digits}f}' for v in d['per_seed'])})")
+        lines += [
+            f"| {variant} - GRPO: held-out accuracy after training, same completions "
+            f"({st['completions'][variant][0]:,} vs {st['completions']['GRPO'][0]:,}) | {fmt(a)} | "
+            f"{'reported' if a['ci95'][0] <= 0 <= a['ci95'][1] else ('higher' if a['mean'] > 0 else 'lower')}"
+            f" (GRPO {np.mean(st['accuracy_end']['GRPO']):.3f}, {variant} {np.mean(st['accuracy_end'][variant]):.3f};"
+            f" both {np.mean(st['accuracy_start']['GRPO']):.3f} before) |",
+            f"| {variant} - GRPO: useful share of all generated groups ({n} seeds) | {fmt(u, 2)} | "
+            f"{'MET' if u['mean'] >= 0.15 else 'NOT MET'} (target >= +0.15) |",
+        ]
+        if uw is not None:
+            lines.append(f"| same, after DEPO's {uw['warmup_rounds']} warm-up steps | {fmt(uw, 2)} | reported |")
+    payload["statistics"] = stats
+    text = "\n".join(["| measure | mean [95% CI] | verdict |", "|---|---|---|", *lines])
+    print(text)
+    if not docs:
+        return
+    done = "" if payload["meta"].get("complete", True) else (
+        " The invocations were stopped before their last runs; the tables hold the runs they finished.")
+    body = "\n\n".join([
+        "## Real LM with statistics (SmolLM2-135M-Instruct + LoRA, CPU, 3 seeds)",
+        f"Command: `{payload['meta']['command']}` (two invocations side by side, one thread each), then "
+        f"`python -m benchmarks.e2e_real_lm --merge <their JSONs>`; {payload['meta']['total_seconds']:.0f} s of wall "
+        f"time.{done} DEPO runs with every default (warm-up {warm} steps, K = 4 candidates per slot, band "
+        f"[0.15, 0.85], exploration 0.1). Per seed: training RNG, the order of the {info['pool_size']}-prompt pool "
+        f"(the measured prompts of the families {', '.join(info['families'])}, every level, mean measured pass rate "
+        f"{info['pool_mean_pass_rate']:.2f}) and {info['heldout_size']} fresh held-out prompts of the frontier "
+        f"levels (measured pass rate in [0.05, 0.95]), {size['eval_samples']} samples each at T = 1 before and "
+        f"after training; the pool is the same prompts for every seed (only its order differs: there are no more "
+        f"measured prompts). {size['steps']} steps of {size['prompts_per_step']} prompts x {size['group']} "
+        f"completions, at most {size['max_new_tokens']} new tokens, lr {size['lr']}, LoRA on the top 6 layers. "
+        "Intervals: paired two-level bootstrap (seeds, then held-out prompts or rounds within a seed; "
+        "`paired_statistics`).",
+        text, table(results),
+        f"![real LM with statistics]({os.path.relpath(png, Path(docs).parent)})",
+    ])
+    A.update_docs_section(body, docs, SECTION + "-stats")
 
 
 if __name__ == "__main__":

@@ -70,6 +70,10 @@ METHODS: dict[str, tuple[str, dict]] = {
     # In-band picks at random (the paper's rule) instead of best-first by expected usefulness:
     "DEPO-uband": ("DEPO", {"selector_settings": {"depo_selection": "band_uniform"}}),
     "ORACLE-uband": ("DEPO", {"oracle": True, "selector_settings": {"depo_selection": "band_uniform"}}),
+    # Exploration weighted by expected usefulness (mostly just outside the band) instead of uniform:
+    "DEPO-bw": ("DEPO", {"selector_settings": {"depo_selection": "band_weighted"}}),
+    "DEPO-bw05": ("DEPO", {"selector_settings": {"depo_selection": "band_weighted", "depo_exploration": 0.05}}),
+    "DEPO-x05": ("DEPO", {"selector_settings": {"depo_exploration": 0.05}}),
     "DEPO-x0": ("DEPO", {"selector_settings": {"depo_exploration": 0.0}}),
     "DEPO-uband-x0": ("DEPO", {"selector_settings": {"depo_selection": "band_uniform", "depo_exploration": 0.0}}),
     "DEPO-x02": ("DEPO", {"selector_settings": {"depo_exploration": 0.2}}),

@@ -68,7 +68,8 @@ class DEPOConfig(GRPOConfig):
             Options per feature group, e.g. `{"text": {"dim": 64}, "metadata": {"columns": ["level", "subject"]}}`.
         depo_selection (`str`, *optional*, defaults to `"band"`):
             Selection policy (see `depo_trl.selection.SELECTION_POLICIES`): `"band"` (the paper: predicted pass rate
-            in the band, most useful first), `"band_uniform"` (in the band, drawn at random), `"usefulness"` (rank
+            in the band, most useful first), `"band_uniform"` (in the band, drawn at random), `"band_weighted"` (as
+            `"band"`, exploring in proportion to expected usefulness instead of uniformly), `"usefulness"` (rank
             everything by the expected chance that a group is not all-equal, using the estimator's uncertainty) or
             `"thompson"` (rank a posterior draw).
         depo_revisit_after (`int`, *optional*, defaults to `256`):
@@ -173,7 +174,7 @@ class DEPOConfig(GRPOConfig):
         default=None, metadata={"help": "Options per feature group, e.g. {'text': {'dim': 64}}."}
     )
     depo_selection: str = field(
-        default="band", metadata={"help": "Selection policy: 'band', 'band_uniform', 'usefulness' or 'thompson'."}
+        default="band", metadata={"help": "Selection policy: 'band', 'band_uniform', 'band_weighted', 'usefulness' or 'thompson'."}
     )
     depo_revisit_after: int | None = field(
         default=256, metadata={"help": "Rounds after which a skipped, previously seen prompt is revisited first."}

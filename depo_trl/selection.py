@@ -19,6 +19,9 @@ That is the ``band`` policy (the paper's rule plus exploration). ``select`` runs
 - ``band``: as above.
 - ``band_uniform``: as ``band``, but the in-band picks are drawn at random (the paper's literal rule: every
   candidate in band is as good as any other); the fill still goes best first.
+- ``band_weighted``: as ``band``, but the exploration draw weighs each out-of-band candidate by its expected
+  usefulness, so it goes mostly to candidates just outside the band and rarely to ones predicted (near) certain
+  to pass or to fail; all of them stay reachable.
 - ``usefulness``: no hard band; rank every candidate by expected usefulness. With an uncertainty ``sd`` per
   candidate the pass rate is taken as ``Beta(a, b)`` with mean ``p`` and that sd, and usefulness is its
   expectation ``1 - E[p**G] - E[(1-p)**G]`` (Beta moments: ``E[p**G] = prod_k (a+k)/(a+b+k)``): an uncertain
@@ -141,9 +144,12 @@ def select_in_band(
     exploration: float,
     rng: np.random.Generator,
     in_band_at_random: bool = False,
+    explore_by_usefulness: bool = False,
 ) -> Selection:
     """Pick exactly ``n_select`` candidates (see the module docstring for the rule). When more candidates are in
-    band than needed, the most useful win, or with ``in_band_at_random`` a uniform draw of them."""
+    band than needed, the most useful win, or with ``in_band_at_random`` a uniform draw of them. With
+    ``explore_by_usefulness`` the exploration draw weighs each out-of-band candidate by its expected usefulness
+    (every candidate with ``0 < p < 1`` can still be drawn)."""
     pass_rate = np.asarray(pass_rate, dtype=np.float64)
     n = len(pass_rate)
     if n_select > n:
@@ -158,7 +164,12 @@ def select_in_band(
     expected_explore = exploration * n_select
     n_explore = int(np.floor(expected_explore)) + int(rng.random() < expected_explore - np.floor(expected_explore))
     n_explore = min(n_explore, len(outside))
-    explored = rng.choice(outside, size=n_explore, replace=False) if n_explore else np.empty(0, dtype=np.int64)
+    weights = None
+    if explore_by_usefulness and n_explore:
+        weights = usefulness[outside] + 1e-12  # so a draw never lacks candidates (p exactly 0 or 1)
+        weights = weights / weights.sum()
+    explored = (rng.choice(outside, size=n_explore, replace=False, p=weights) if n_explore
+                else np.empty(0, dtype=np.int64))
 
     n_band = min(n_select - n_explore, len(inside))
     banded = (rng.permutation(inside) if in_band_at_random else _ranked(inside, usefulness, rng))[:n_band]
@@ -225,6 +236,10 @@ def _policy_band_uniform(p, n_select, group_size, rng, uncertainty, low, high, e
     return select_in_band(p, n_select, group_size, low, high, exploration, rng, in_band_at_random=True)
 
 
+def _policy_band_weighted(p, n_select, group_size, rng, uncertainty, low, high, exploration) -> Selection:
+    return select_in_band(p, n_select, group_size, low, high, exploration, rng, explore_by_usefulness=True)
+
+
 def _policy_usefulness(p, n_select, group_size, rng, uncertainty, low, high, exploration) -> Selection:
     score = expected_usefulness_beta(p, uncertainty, group_size)
     return _rank_then_explore(score, n_select, exploration, rng, in_band(p, low, high))
@@ -242,6 +257,7 @@ def _policy_thompson(p, n_select, group_size, rng, uncertainty, low, high, explo
 SELECTION_POLICIES: dict[str, Callable[..., Selection]] = {
     "band": _policy_band,
     "band_uniform": _policy_band_uniform,
+    "band_weighted": _policy_band_weighted,
     "usefulness": _policy_usefulness,
     "thompson": _policy_thompson,
 }

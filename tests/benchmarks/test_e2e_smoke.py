@@ -287,3 +287,54 @@ def test_real_lm_end_to_end_quick_run_saves_and_renders(tmp_path):
     e2e_real_lm.main(["--render", str(tmp_path / "e2e_real_lm_quick.json"), "--docs", str(docs)])
     text = docs.read_text()
     assert "DEPO-answer's useful share minus GRPO's, same seed" in text and "| DEPO-answer | 0 | 16 |" in text
+
+
+def _real_lm_run(method, seed, start, end, useful, completions=64):
+    """A saved run of benchmarks/e2e_real_lm.py's statistics size, without a model."""
+    return {"method": method, "seed": seed, "train_seconds": 1.0, "overhead_seconds": 0.0,
+            "useful_share_generated": float(np.mean(useful)), "mean_train_pass_rate": 0.2,
+            "ledger": {"completions": completions, "round_useful_share": list(useful), "round_pass_rate": [0.2] * 4},
+            "curve": [{"step": 0, "completions": 0, "accuracy": float(np.mean(start)), "prompt_scores": list(start)},
+                      {"step": 4, "completions": completions, "accuracy": float(np.mean(end)),
+                       "prompt_scores": list(end)}]}
+
+
+def test_real_lm_statistics_pair_methods_by_seed_and_prompt_and_merge_refuses_repeats(tmp_path):
+    from benchmarks import e2e_real_lm
+
+    rng = np.random.default_rng(0)
+    start = [rng.uniform(0, 1, 50) for _ in range(3)]
+    runs = []
+    for seed in range(3):
+        runs.append(_real_lm_run("GRPO", seed, start[seed], start[seed], [0.25, 0.5, 0.25, 0.5]))
+        # DEPO: +0.1 on every held-out prompt; useful share +0.25 on the rounds after a 2-round warm-up
+        runs.append(_real_lm_run("DEPO", seed, start[seed], start[seed] + 0.1, [0.25, 0.5, 0.5, 0.75]))
+    st = e2e_real_lm.paired_statistics(runs, "DEPO", warmup_rounds=2, n_boot=200)
+    assert st["seeds"] == [0, 1, 2] and st["heldout_prompts"] == 50
+    assert st["accuracy_diff"]["mean"] == pytest.approx(0.1)
+    assert st["accuracy_diff"]["ci95"] == pytest.approx([0.1, 0.1])  # a constant paired difference has no spread
+    assert st["useful_share_diff"]["mean"] == pytest.approx(0.125)
+    assert st["useful_share_diff_after_warmup"]["mean"] == pytest.approx(0.25)
+    lo, hi = st["useful_share_diff"]["ci95"]
+    assert lo < 0.125 < hi  # rounds are resampled within a seed: a spread
+    assert e2e_real_lm.paired_statistics(runs, "DEPO-answer") is None  # no such runs
+
+    size = dict(e2e_real_lm.SIZES["stats"])
+    meta = {"command": "x", "size": size, "lora": {}, "total_seconds": 5.0, "complete": True,
+            "data": {"families": ["add"], "pool_size": 10, "heldout_size": 50, "heldout_cells": [],
+                     "pool_mean_pass_rate": 0.2, "pool_expected_useful_share": 0.4}}
+    parts = [dict(meta=dict(meta, command=f"part {i}"), methods=[r for r in runs if r["method"] == m])
+             for i, m in enumerate(["GRPO", "DEPO"])]
+    for i, part in enumerate(parts):
+        (tmp_path / f"p{i}.json").write_text(json.dumps(part))
+    docs = tmp_path / "benchmarks.md"
+    payload = e2e_real_lm.main(["--merge", f"{tmp_path / 'p0.json'},{tmp_path / 'p1.json'}", "--out", str(tmp_path),
+                                "--name", "merged", "--docs", str(docs)])
+    assert payload["meta"]["command"] == "part 0 ; part 1" and len(payload["methods"]) == 6
+    saved = json.loads((tmp_path / "merged.json").read_text())
+    assert saved["statistics"]["DEPO"]["accuracy_diff"]["mean"] == pytest.approx(0.1)
+    text = docs.read_text()
+    assert "<!-- e2e-real-lm-stats:start -->" in text and "+0.100 [+0.100, +0.100]" in text and "NOT MET" in text
+    with pytest.raises(ValueError, match="appears twice"):
+        e2e_real_lm.main(["--merge", f"{tmp_path / 'p0.json'},{tmp_path / 'p0.json'}", "--out", str(tmp_path),
+                          "--no-docs"])

@@ -110,7 +110,7 @@ def test_revisit_floor_takes_the_most_overdue_first(policy, r):
             assert waited[left_out].max() <= waited[revisited].min()
 
 
-@pytest.mark.parametrize("policy", ["band", "band_uniform"])
+@pytest.mark.parametrize("policy", ["band", "band_uniform", "band_weighted"])
 @settings(max_examples=150, deadline=None)
 @given(r=rounds())
 def test_band_policy_stays_in_band_when_it_can(policy, r):
@@ -245,3 +245,22 @@ def test_band_uniform_draws_in_band_picks_at_random_where_band_takes_the_most_us
     share = counts["band_uniform"][:6] / 3000
     assert np.abs(share - 2 / 6).max() < 0.04, share
     assert counts["band_uniform"][6:].sum() == 0
+
+
+def test_band_weighted_explores_mostly_just_outside_the_band_and_still_reaches_the_extremes():
+    # One in-band candidate, one pick of exploration per round (exploration 1.0 of a single slot is refused by
+    # training configs but allowed here): "band" explores the three outside candidates alike, "band_weighted" in
+    # proportion to expected usefulness at G = 8: 0.9 -> 0.57, 0.99 -> 0.077, 0.001 -> 0.008.
+    predicted = np.array([0.5, 0.9, 0.99, 0.001])
+    rng = np.random.default_rng(0)
+    counts = {policy: np.zeros(len(predicted)) for policy in ("band", "band_weighted")}
+    for _ in range(4000):
+        for policy in counts:
+            sel = select(policy, predicted, 1, 8, rng, exploration=1.0)
+            assert sel.reasons == [REASON_EXPLORE]
+            counts[policy][sel.indices] += 1
+    assert counts["band"][0] == counts["band_weighted"][0] == 0
+    assert np.abs(counts["band"][1:] / 4000 - 1 / 3).max() < 0.04
+    useful = 1 - predicted[1:] ** 8 - (1 - predicted[1:]) ** 8
+    assert np.abs(counts["band_weighted"][1:] / 4000 - useful / useful.sum()).max() < 0.03
+    assert counts["band_weighted"][3] > 0  # a candidate predicted almost certain to fail still comes back
