@@ -508,6 +508,9 @@ def stats_section(payload: dict, png: Path, docs: str | None) -> None:
     warm = size["depo_warmup_steps"]
     if warm is None:
         warm = DEPOConfig.__dataclass_fields__["depo_warmup_steps"].default
+    defaults = {f: DEPOConfig.__dataclass_fields__[f].default
+                for f in ("depo_candidate_multiplier", "depo_band_low", "depo_band_high", "depo_exploration")}
+    n_seeds = len({r["seed"] for r in results})
     lines, stats = [], {}
     for variant in DEPO_VARIANTS:
         st = paired_statistics(results, variant, warmup_rounds=warm)
@@ -539,11 +542,12 @@ def stats_section(payload: dict, png: Path, docs: str | None) -> None:
     done = "" if payload["meta"].get("complete", True) else (
         " The invocations were stopped before their last runs; the tables hold the runs they finished.")
     body = "\n\n".join([
-        "## Real LM with statistics (SmolLM2-135M-Instruct + LoRA, CPU, 3 seeds)",
+        f"## Real LM with statistics (SmolLM2-135M-Instruct + LoRA, CPU, {n_seeds} seeds)",
         f"Command: `{payload['meta']['command']}` (two invocations side by side, one thread each), then "
         f"`python -m benchmarks.e2e_real_lm --merge <their JSONs>`; {payload['meta']['total_seconds']:.0f} s of wall "
-        f"time.{done} DEPO runs with every default (warm-up {warm} steps, K = 4 candidates per slot, band "
-        f"[0.15, 0.85], exploration 0.1). Per seed: training RNG, the order of the {info['pool_size']}-prompt pool "
+        f"time.{done} DEPO runs with every default (warm-up {warm} steps, K = "
+        f"{defaults['depo_candidate_multiplier']} candidates per slot, band [{defaults['depo_band_low']}, "
+        f"{defaults['depo_band_high']}], exploration {defaults['depo_exploration']}). Per seed: training RNG, the order of the {info['pool_size']}-prompt pool "
         f"(the measured prompts of the families {', '.join(info['families'])}, every level, mean measured pass rate "
         f"{info['pool_mean_pass_rate']:.2f}) and {info['heldout_size']} fresh held-out prompts of the frontier "
         f"levels (measured pass rate in [0.05, 0.95]), {size['eval_samples']} samples each at T = 1 before and "
