@@ -354,7 +354,8 @@ def main(argv=None):
     results = []
     workdir = tempfile.mkdtemp(prefix="e2e-real-lm-")
     t_start = time.perf_counter()
-    name = args.name or {"quick": "e2e_real_lm_quick", "full": "e2e_real_lm"}.get(size_name, f"e2e_real_lm_{size_name}")
+    default_name = {"quick": "e2e_real_lm_quick", "full": "e2e_real_lm"}.get(size_name, f"e2e_real_lm_{size_name}")
+    name = args.name or default_name
     eval_cache = RESULTS / "cache" / "e2e_real_lm" if size_name != "quick" else None
     command = "python -m benchmarks.e2e_real_lm " + " ".join(argv if argv is not None else sys.argv[1:])
     out = Path(args.out)
@@ -547,7 +548,8 @@ def stats_section(payload: dict, png: Path, docs: str | None) -> None:
         f"`python -m benchmarks.e2e_real_lm --merge <their JSONs>`; {payload['meta']['total_seconds']:.0f} s of wall "
         f"time.{done} DEPO runs with every default (warm-up {warm} steps, K = "
         f"{defaults['depo_candidate_multiplier']} candidates per slot, band [{defaults['depo_band_low']}, "
-        f"{defaults['depo_band_high']}], exploration {defaults['depo_exploration']}). Per seed: training RNG, the order of the {info['pool_size']}-prompt pool "
+        f"{defaults['depo_band_high']}], exploration {defaults['depo_exploration']}). Per seed: training RNG, the "
+        f"order of the {info['pool_size']}-prompt pool "
         f"(the measured prompts of the families {', '.join(info['families'])}, every level, mean measured pass rate "
         f"{info['pool_mean_pass_rate']:.2f}) and {info['heldout_size']} fresh held-out prompts of the frontier "
         f"levels (measured pass rate in [0.05, 0.95]), {size['eval_samples']} samples each at T = 1 before and "

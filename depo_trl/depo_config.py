@@ -174,7 +174,8 @@ class DEPOConfig(GRPOConfig):
         default=None, metadata={"help": "Options per feature group, e.g. {'text': {'dim': 64}}."}
     )
     depo_selection: str = field(
-        default="band", metadata={"help": "Selection policy: 'band', 'band_uniform', 'band_weighted', 'usefulness' or 'thompson'."}
+        default="band",
+        metadata={"help": "Selection policy: 'band', 'band_uniform', 'band_weighted', 'usefulness' or 'thompson'."},
     )
     depo_revisit_after: int | None = field(
         default=256, metadata={"help": "Rounds after which a skipped, previously seen prompt is revisited first."}

@@ -161,9 +161,7 @@ def select_in_band(
     inside = np.flatnonzero(band)
     outside = np.flatnonzero(~band)
 
-    expected_explore = exploration * n_select
-    n_explore = int(np.floor(expected_explore)) + int(rng.random() < expected_explore - np.floor(expected_explore))
-    n_explore = min(n_explore, len(outside))
+    n_explore = min(_n_explore(exploration, n_select, rng), len(outside))
     weights = None
     if explore_by_usefulness and n_explore:
         weights = usefulness[outside] + 1e-12  # so a draw never lacks candidates (p exactly 0 or 1)
