@@ -67,6 +67,9 @@ class Ledger:
     round_seconds: float = 0.0  # whole training rounds: the above plus the method's own choosing and learning
     round_useful_share: list = field(default_factory=list)  # per round: useful share of the groups generated
     round_pass_rate: list = field(default_factory=list)  # per round: mean pass rate of the groups trained on
+    # per task family (where the dataset has a ``family`` column): groups generated, and how many were useful
+    family_groups: dict = field(default_factory=dict)
+    family_useful: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -117,6 +120,11 @@ class CountingGRPO(GRPOTrainer):
         ledger.useful_groups += int(((passes > 0) & (passes < G)).sum())
         ledger.all_pass += int((passes == G).sum())
         ledger.all_fail += int((passes == 0).sum())
+        for row, k in zip(inputs[::G], passes):  # G contiguous rows per prompt
+            if isinstance(row, dict) and "family" in row:
+                family = str(row["family"])
+                ledger.family_groups[family] = ledger.family_groups.get(family, 0) + 1
+                ledger.family_useful[family] = ledger.family_useful.get(family, 0) + int(0 < k < G)
         self.last_passes = passes
         return output
 

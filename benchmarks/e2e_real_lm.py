@@ -59,6 +59,8 @@ LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0,
 # DEPO variants by label: DEPOConfig overrides on top of DEPO's defaults (and the short warm-up below).
 DEPO_VARIANTS = {
     "DEPO": {},
+    # Every pick drawn in proportion to its expected usefulness (no band, no ranking; see depo_trl.selection):
+    "DEPO-prop": {"depo_selection": "proportional"},
     # The policy's teacher-forced log-likelihood of the reference answer (graded tasks have an `answer` column).
     "DEPO-answer": {"depo_features": ["length", "history", "embedding", "answer_likelihood"]},
 }

@@ -73,6 +73,9 @@ METHODS: dict[str, tuple[str, dict]] = {
     # Exploration weighted by expected usefulness (mostly just outside the band) instead of uniform:
     "DEPO-bw": ("DEPO", {"selector_settings": {"depo_selection": "band_weighted"}}),
     "DEPO-bw05": ("DEPO", {"selector_settings": {"depo_selection": "band_weighted", "depo_exploration": 0.05}}),
+    # Every candidate drawn in proportion to its expected usefulness (no band, no ranking), with / without exploration:
+    "DEPO-prop": ("DEPO", {"selector_settings": {"depo_selection": "proportional"}}),
+    "DEPO-prop-x0": ("DEPO", {"selector_settings": {"depo_selection": "proportional", "depo_exploration": 0.0}}),
     "DEPO-x05": ("DEPO", {"selector_settings": {"depo_exploration": 0.05}}),
     "DEPO-x0": ("DEPO", {"selector_settings": {"depo_exploration": 0.0}}),
     "DEPO-uband-x0": ("DEPO", {"selector_settings": {"depo_selection": "band_uniform", "depo_exploration": 0.0}}),

@@ -70,8 +70,9 @@ class DEPOConfig(GRPOConfig):
             Selection policy (see `depo_trl.selection.SELECTION_POLICIES`): `"band"` (the paper: predicted pass rate
             in the band, most useful first), `"band_uniform"` (in the band, drawn at random), `"band_weighted"` (as
             `"band"`, exploring in proportion to expected usefulness instead of uniformly), `"usefulness"` (rank
-            everything by the expected chance that a group is not all-equal, using the estimator's uncertainty) or
-            `"thompson"` (rank a posterior draw).
+            everything by the expected chance that a group is not all-equal, using the estimator's uncertainty),
+            `"thompson"` (rank a posterior draw) or `"proportional"` (draw every pick in proportion to that chance:
+            no band, no ranking).
         depo_revisit_after (`int`, *optional*, defaults to `256`):
             A candidate not rolled out for this many rounds since it was last seen is rolled out first (a revisit
             floor, so a stale verdict never starves a prompt). `None` disables the floor.
@@ -175,7 +176,8 @@ class DEPOConfig(GRPOConfig):
     )
     depo_selection: str = field(
         default="band",
-        metadata={"help": "Selection policy: 'band', 'band_uniform', 'band_weighted', 'usefulness' or 'thompson'."},
+        metadata={"help": "Selection policy: 'band', 'band_uniform', 'band_weighted', 'usefulness', 'thompson' or "
+                         "'proportional'."},
     )
     depo_revisit_after: int | None = field(
         default=256, metadata={"help": "Rounds after which a skipped, previously seen prompt is revisited first."}

@@ -30,7 +30,13 @@ That is the ``band`` policy (the paper's rule plus exploration). ``select`` runs
   uncertain candidates sometimes win (exploration in proportion to doubt). Without an uncertainty the sd is the
   one of a single observed group: ``sqrt(p (1-p) / (G + 1))``.
 
-``usefulness`` and ``thompson`` draw the exploration share uniformly from the candidates they did not rank in
+- ``proportional``: no hard band and no ranking; every candidate is drawn (without replacement) with probability
+  in proportion to its expected usefulness, so a prompt predicted at 0.1 (a mixed group half the time with
+  ``G = 8``) still gets about half the chances of one at 0.5, while one predicted (near) certain to pass or fail
+  almost never comes up. Ranking best first starves whole regions of the pool that sit just outside the band
+  but are learnable; drawing in proportion keeps GRPO's coverage and drops only the predicted waste.
+
+``usefulness``, ``thompson`` and ``proportional`` draw the exploration share uniformly from the candidates they did not rank in
 (reason ``explore``); their ranked picks have reason ``rank``.
 
 Revisit floor (every policy): given ``rounds_since`` (rounds since each candidate was last rolled out; NaN for
@@ -238,6 +244,20 @@ def _policy_band_weighted(p, n_select, group_size, rng, uncertainty, low, high, 
     return select_in_band(p, n_select, group_size, low, high, exploration, rng, explore_by_usefulness=True)
 
 
+def _policy_proportional(p, n_select, group_size, rng, uncertainty, low, high, exploration) -> Selection:
+    usefulness = expected_usefulness_beta(p, uncertainty, group_size)
+    n = len(p)
+    n_explore = min(_n_explore(exploration, n_select, rng), n_select)
+    weights = np.clip(usefulness, 0.0, 1.0) + 1e-12  # p exactly 0 or 1 can still fill a batch that lacks others
+    n_draw = n_select - n_explore
+    drawn = (rng.choice(n, size=n_draw, replace=False, p=weights / weights.sum()) if n_draw
+             else np.empty(0, dtype=np.int64))
+    rest = np.setdiff1d(np.arange(n), drawn, assume_unique=True)
+    explored = rng.choice(rest, size=n_explore, replace=False) if n_explore else np.empty(0, dtype=np.int64)
+    indices = np.concatenate([drawn, explored]).astype(np.int64)
+    return Selection(indices, [REASON_RANK] * len(drawn) + [REASON_EXPLORE] * len(explored), in_band(p, low, high))
+
+
 def _policy_usefulness(p, n_select, group_size, rng, uncertainty, low, high, exploration) -> Selection:
     score = expected_usefulness_beta(p, uncertainty, group_size)
     return _rank_then_explore(score, n_select, exploration, rng, in_band(p, low, high))
@@ -258,6 +278,7 @@ SELECTION_POLICIES: dict[str, Callable[..., Selection]] = {
     "band_weighted": _policy_band_weighted,
     "usefulness": _policy_usefulness,
     "thompson": _policy_thompson,
+    "proportional": _policy_proportional,
 }
 
 

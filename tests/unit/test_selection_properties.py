@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from depo_trl.selection import (
     REASON_BAND,
     REASON_EXPLORE,
+    REASON_RANK,
     REASON_REVISIT,
     REASONS,
     SELECTION_POLICIES,
@@ -264,3 +265,20 @@ def test_band_weighted_explores_mostly_just_outside_the_band_and_still_reaches_t
     useful = 1 - predicted[1:] ** 8 - (1 - predicted[1:]) ** 8
     assert np.abs(counts["band_weighted"][1:] / 4000 - useful / useful.sum()).max() < 0.03
     assert counts["band_weighted"][3] > 0  # a candidate predicted almost certain to fail still comes back
+
+
+def test_proportional_draws_in_proportion_to_usefulness_without_a_band():
+    # One pick a round, no exploration: each candidate comes up in proportion to 1 - p^8 - (1-p)^8, so a prompt
+    # predicted at 0.1 (just below the band, a mixed group about half the time) keeps about half the chances of one
+    # at 0.5, and one predicted at 0.001 is almost never drawn; "band" only ever takes the one at 0.5.
+    predicted = np.array([0.5, 0.1, 0.93, 0.001])
+    rng = np.random.default_rng(0)
+    counts = np.zeros(len(predicted))
+    for _ in range(4000):
+        sel = select("proportional", predicted, 1, 8, rng, exploration=0.0)
+        assert sel.reasons == [REASON_RANK]
+        counts[sel.indices] += 1
+    useful = 1 - predicted**8 - (1 - predicted) ** 8
+    assert np.abs(counts / 4000 - useful / useful.sum()).max() < 0.03
+    assert counts[1] > 0.4 * counts[0]
+    assert select("band", predicted, 1, 8, rng, exploration=0.0).indices.tolist() == [0]
