@@ -503,6 +503,28 @@ def render(payload: dict, out: Path, name: str, docs: str | None) -> None:
     A.update_docs_section(body, docs, SECTION)
 
 
+def family_table(results: list[dict]) -> str:
+    """Groups rolled out per task family (useful ones in brackets), seeds pooled, for the runs that recorded them
+    (runs before the ledger counted families have none)."""
+    rows: dict[str, dict[str, list[int]]] = {}
+    for r in results:
+        groups, useful = r["ledger"].get("family_groups"), r["ledger"].get("family_useful", {})
+        if not groups:
+            continue
+        for family, n in groups.items():
+            cell = rows.setdefault(r["method"], {}).setdefault(family, [0, 0])
+            cell[0] += n
+            cell[1] += useful.get(family, 0)
+    if not rows:
+        return ""
+    fams = sorted({f for per in rows.values() for f in per})
+    lines = ["| method | " + " | ".join(fams) + " |", "|---|" + "---|" * len(fams)]
+    for method, per in rows.items():
+        lines.append(f"| {method} groups (useful) | "
+                     + " | ".join(f"{per.get(f, [0, 0])[0]} ({per.get(f, [0, 0])[1]})" for f in fams) + " |")
+    return "Groups rolled out per task family, seeds pooled (recorded from this build on):\n\n" + "\n".join(lines)
+
+
 def stats_section(payload: dict, png: Path, docs: str | None) -> None:
     """The statistics run's verdicts (printed; with ``docs`` also its docs section) and ``payload["statistics"]``."""
     from depo_trl import DEPOConfig
@@ -544,6 +566,11 @@ def stats_section(payload: dict, png: Path, docs: str | None) -> None:
         return
     done = "" if payload["meta"].get("complete", True) else (
         " The invocations were stopped before their last runs; the tables hold the runs they finished.")
+    present = [v for v in DEPO_VARIANTS if v != "DEPO" and any(r["method"] == v for r in results)]
+    variants_line = "Variants: " + "; ".join(
+        f"`{v}` = DEPO with {', '.join(f'`{k}={val!r}`' for k, val in DEPO_VARIANTS[v].items())}" for v in present
+    ) + "." if present else ""
+    families = family_table(results)
     body = "\n\n".join([
         f"## Real LM with statistics (SmolLM2-135M-Instruct + LoRA, CPU, {n_seeds} seeds)",
         f"Command: `{payload['meta']['command']}` (two invocations side by side, one thread each), then "
@@ -560,7 +587,8 @@ def stats_section(payload: dict, png: Path, docs: str | None) -> None:
         f"completions, at most {size['max_new_tokens']} new tokens, lr {size['lr']}, LoRA on the top 6 layers. "
         "Intervals: paired two-level bootstrap (seeds, then held-out prompts or rounds within a seed; "
         "`paired_statistics`).",
-        text, table(results),
+        *([variants_line] if variants_line else []),
+        text, table(results), *([families] if families else []),
         f"![real LM with statistics]({os.path.relpath(png, Path(docs).parent)})",
     ])
     A.update_docs_section(body, docs, SECTION + "-stats")

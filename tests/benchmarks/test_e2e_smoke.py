@@ -338,3 +338,15 @@ def test_real_lm_statistics_pair_methods_by_seed_and_prompt_and_merge_refuses_re
     with pytest.raises(ValueError, match="appears twice"):
         e2e_real_lm.main(["--merge", f"{tmp_path / 'p0.json'},{tmp_path / 'p0.json'}", "--out", str(tmp_path),
                           "--no-docs"])
+
+
+def test_real_lm_family_table_pools_seeds_and_skips_runs_without_family_counts():
+    from benchmarks import e2e_real_lm
+
+    runs = [{"method": "DEPO-prop", "ledger": {"family_groups": {"add": 3, "mul": 1}, "family_useful": {"add": 2}}},
+            {"method": "DEPO-prop", "ledger": {"family_groups": {"add": 1}, "family_useful": {"add": 1}}},
+            {"method": "GRPO", "ledger": {}}]  # a run from before the ledger counted families
+    text = e2e_real_lm.family_table(runs)
+    assert "| add | mul |" in text and "| DEPO-prop groups (useful) | 4 (3) | 1 (0) |" in text
+    assert "GRPO" not in text
+    assert e2e_real_lm.family_table(runs[2:]) == ""
