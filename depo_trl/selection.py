@@ -218,6 +218,11 @@ def _n_explore(exploration: float, n_slots: int, rng: np.random.Generator) -> in
     return int(np.floor(expected)) + int(rng.random() < expected - np.floor(expected))
 
 
+def _uniform_from(rest: np.ndarray, n_explore: int, rng: np.random.Generator) -> np.ndarray:
+    """The exploration share of the ranking policies: ``n_explore`` uniform picks from what they did not pick."""
+    return rng.choice(rest, size=n_explore, replace=False) if n_explore else np.empty(0, dtype=np.int64)
+
+
 def _rank_then_explore(
     score: np.ndarray, n_select: int, exploration: float, rng: np.random.Generator, band: np.ndarray
 ) -> Selection:
@@ -226,8 +231,7 @@ def _rank_then_explore(
     n_explore = min(_n_explore(exploration, n_select, rng), n_select)
     ranked = _ranked(np.arange(n), score, rng)
     top = ranked[: n_select - n_explore]
-    rest = ranked[n_select - n_explore :]
-    explored = rng.choice(rest, size=n_explore, replace=False) if n_explore else np.empty(0, dtype=np.int64)
+    explored = _uniform_from(ranked[n_select - n_explore :], n_explore, rng)
     indices = np.concatenate([top, explored]).astype(np.int64)
     return Selection(indices, [REASON_RANK] * len(top) + [REASON_EXPLORE] * len(explored), band)
 
@@ -252,8 +256,7 @@ def _policy_proportional(p, n_select, group_size, rng, uncertainty, low, high, e
     n_draw = n_select - n_explore
     drawn = (rng.choice(n, size=n_draw, replace=False, p=weights / weights.sum()) if n_draw
              else np.empty(0, dtype=np.int64))
-    rest = np.setdiff1d(np.arange(n), drawn, assume_unique=True)
-    explored = rng.choice(rest, size=n_explore, replace=False) if n_explore else np.empty(0, dtype=np.int64)
+    explored = _uniform_from(np.setdiff1d(np.arange(n), drawn, assume_unique=True), n_explore, rng)
     indices = np.concatenate([drawn, explored]).astype(np.int64)
     return Selection(indices, [REASON_RANK] * len(drawn) + [REASON_EXPLORE] * len(explored), in_band(p, low, high))
 
