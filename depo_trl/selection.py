@@ -36,8 +36,8 @@ That is the ``band`` policy (the paper's rule plus exploration). ``select`` runs
   almost never comes up. Ranking best first starves whole regions of the pool that sit just outside the band
   but are learnable; drawing in proportion keeps GRPO's coverage and drops only the predicted waste.
 
-``usefulness``, ``thompson`` and ``proportional`` draw the exploration share uniformly from the candidates they did not rank in
-(reason ``explore``); their ranked picks have reason ``rank``.
+``usefulness``, ``thompson`` and ``proportional`` draw the exploration share uniformly from the candidates they
+did not rank in (reason ``explore``); their ranked (or, for ``proportional``, drawn) picks have reason ``rank``.
 
 Revisit floor (every policy): given ``rounds_since`` (rounds since each candidate was last rolled out; NaN for
 never) and ``revisit_after``, candidates with ``rounds_since >= revisit_after`` are picked first, most overdue
@@ -168,12 +168,8 @@ def select_in_band(
     outside = np.flatnonzero(~band)
 
     n_explore = min(_n_explore(exploration, n_select, rng), len(outside))
-    weights = None
-    if explore_by_usefulness and n_explore:
-        weights = usefulness[outside] + 1e-12  # so a draw never lacks candidates (p exactly 0 or 1)
-        weights = weights / weights.sum()
-    explored = (rng.choice(outside, size=n_explore, replace=False, p=weights) if n_explore
-                else np.empty(0, dtype=np.int64))
+    explored = (_draw_by_usefulness(outside, usefulness[outside], n_explore, rng) if explore_by_usefulness
+                else _uniform_from(outside, n_explore, rng))
 
     n_band = min(n_select - n_explore, len(inside))
     banded = (rng.permutation(inside) if in_band_at_random else _ranked(inside, usefulness, rng))[:n_band]
@@ -219,8 +215,18 @@ def _n_explore(exploration: float, n_slots: int, rng: np.random.Generator) -> in
 
 
 def _uniform_from(rest: np.ndarray, n_explore: int, rng: np.random.Generator) -> np.ndarray:
-    """The exploration share of the ranking policies: ``n_explore`` uniform picks from what they did not pick."""
+    """The exploration share: ``n_explore`` distinct uniform picks from what the policy did not pick."""
     return rng.choice(rest, size=n_explore, replace=False) if n_explore else np.empty(0, dtype=np.int64)
+
+
+def _draw_by_usefulness(candidates: np.ndarray, usefulness: np.ndarray, k: int,
+                        rng: np.random.Generator) -> np.ndarray:
+    """``k`` distinct ``candidates`` drawn in proportion to their ``usefulness``; the 1e-12 floor keeps a candidate
+    at p exactly 0 or 1 drawable, so a draw never lacks candidates."""
+    if not k:
+        return np.empty(0, dtype=np.int64)
+    weights = usefulness + 1e-12
+    return rng.choice(candidates, size=k, replace=False, p=weights / weights.sum())
 
 
 def _rank_then_explore(
@@ -250,13 +256,10 @@ def _policy_band_weighted(p, n_select, group_size, rng, uncertainty, low, high, 
 
 def _policy_proportional(p, n_select, group_size, rng, uncertainty, low, high, exploration) -> Selection:
     usefulness = expected_usefulness_beta(p, uncertainty, group_size)
-    n = len(p)
+    everyone = np.arange(len(p))
     n_explore = min(_n_explore(exploration, n_select, rng), n_select)
-    weights = np.clip(usefulness, 0.0, 1.0) + 1e-12  # p exactly 0 or 1 can still fill a batch that lacks others
-    n_draw = n_select - n_explore
-    drawn = (rng.choice(n, size=n_draw, replace=False, p=weights / weights.sum()) if n_draw
-             else np.empty(0, dtype=np.int64))
-    explored = _uniform_from(np.setdiff1d(np.arange(n), drawn, assume_unique=True), n_explore, rng)
+    drawn = _draw_by_usefulness(everyone, usefulness, n_select - n_explore, rng)
+    explored = _uniform_from(np.setdiff1d(everyone, drawn, assume_unique=True), n_explore, rng)
     indices = np.concatenate([drawn, explored]).astype(np.int64)
     return Selection(indices, [REASON_RANK] * len(drawn) + [REASON_EXPLORE] * len(explored), in_band(p, low, high))
 
