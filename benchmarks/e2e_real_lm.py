@@ -61,6 +61,8 @@ DEPO_VARIANTS = {
     "DEPO": {},
     # Every pick drawn in proportion to its expected usefulness (no band, no ranking; see depo_trl.selection):
     "DEPO-prop": {"depo_selection": "proportional"},
+    # The exploration share scaled by the measured yield of exploration picks (see depo_trl.exploration):
+    "DEPO-ax": {"depo_adaptive_exploration": True},
     # The policy's teacher-forced log-likelihood of the reference answer (graded tasks have an `answer` column).
     "DEPO-answer": {"depo_features": ["length", "history", "embedding", "answer_likelihood"]},
 }

@@ -55,6 +55,7 @@ class Ledger:
     select_seconds: float = 0.0  # the method's own choosing: prefill + estimator + selection
     diagnostics_seconds: float = 0.0
     ranking: list = field(default_factory=list)  # per filtering round: spearman, auc, in-band share, picked in band
+    exploration: list = field(default_factory=list)  # per filtering round: [exploration yield ratio, share used]
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -327,7 +328,10 @@ class SelectorArm(Run):
         t1 = time.perf_counter()
         if scores is not None:
             passes = [g["passes"] for g in groups]
-            self.selector.observe(scores, picked, passes, [self.G] * len(groups))
+            share = self.selector.exploration_yield.share()  # the share this round's selection used
+            outcome = self.selector.observe(scores, picked, passes, [self.G] * len(groups))
+            if filtering:
+                self.ledger.exploration.append([round(outcome.exploration_yield, 4), round(share, 4)])
         self.ledger.select_seconds += time.perf_counter() - t1
         self.ledger.draws_per_step.append(1)
         self.update(groups)

@@ -76,6 +76,8 @@ METHODS: dict[str, tuple[str, dict]] = {
     # Every candidate drawn in proportion to its expected usefulness (no band, no ranking), with / without exploration:
     "DEPO-prop": ("DEPO", {"selector_settings": {"depo_selection": "proportional"}}),
     "DEPO-prop-x0": ("DEPO", {"selector_settings": {"depo_selection": "proportional", "depo_exploration": 0.0}}),
+    # The exploration share scaled by the measured yield of exploration picks (depo_adaptive_exploration):
+    "DEPO-ax": ("DEPO", {"selector_settings": {"depo_adaptive_exploration": True}}),
     "DEPO-x05": ("DEPO", {"selector_settings": {"depo_exploration": 0.05}}),
     "DEPO-x0": ("DEPO", {"selector_settings": {"depo_exploration": 0.0}}),
     "DEPO-uband-x0": ("DEPO", {"selector_settings": {"depo_selection": "band_uniform", "depo_exploration": 0.0}}),

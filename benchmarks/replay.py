@@ -165,6 +165,7 @@ class DEPOSelector(Selector):
         estimator_kwargs: dict | None = None,
         feature_options: dict | None = None,
         metadata: dict[str, Sequence] | None = None,
+        adaptive_exploration: bool = False,
     ):
         from depo_trl.engine import PromptSelector
         from depo_trl.history import prompt_key
@@ -180,6 +181,7 @@ class DEPOSelector(Selector):
             "depo_band_low": low,
             "depo_band_high": high,
             "depo_exploration": exploration,
+            "depo_adaptive_exploration": adaptive_exploration,
             "depo_revisit_after": revisit_after,
         }
         self.engine = PromptSelector.from_config(settings, group_size=group_size, seed=0)
@@ -267,9 +269,10 @@ def depo_defaults() -> dict:
             "high": float(fields["depo_band_high"].default),
             "exploration": float(fields["depo_exploration"].default),
             "revisit_after": None if revisit is None else float(revisit),
+            "adaptive_exploration": bool(getattr(fields.get("depo_adaptive_exploration"), "default", False)),
         }
     except Exception:  # the config could not be imported: the values documented in DESIGN.md section 2
-        return {"low": 0.15, "high": 0.85, "exploration": 0.1, "revisit_after": None}
+        return {"low": 0.15, "high": 0.85, "exploration": 0.1, "revisit_after": None, "adaptive_exploration": False}
 
 
 def build_methods(data: ReplayData, args) -> tuple[dict[str, Callable[[], Selector]], dict, list[str]]:
@@ -314,6 +317,7 @@ def build_methods(data: ReplayData, args) -> tuple[dict[str, Callable[[], Select
                 args.revisit_after,
                 estimator_kwargs=args.estimator_kwargs,
                 feature_options=options,
+                adaptive_exploration=args.adaptive_exploration,
             )
             info[key] = {
                 "label": _depo_label(est, pol_name, exploration, args),
@@ -337,7 +341,8 @@ def build_methods(data: ReplayData, args) -> tuple[dict[str, Callable[[], Select
 
 def _depo_label(estimator: str, policy: str, exploration: float, args) -> str:
     """A DEPO method's row label; the exploration share is named only when it differs from the run's."""
-    return f"DEPO {estimator} / {policy}" + ("" if exploration == args.exploration else f", exploration {exploration:g}")
+    label = f"DEPO {estimator} / {policy}" + ("" if exploration == args.exploration else f", exploration {exploration:g}")
+    return label + (", adaptive exploration" if getattr(args, "adaptive_exploration", False) and exploration else "")
 
 
 def _add_offline_prior_methods(methods: dict, info: dict, data: ReplayData, args) -> None:
@@ -652,6 +657,9 @@ def parse_args(argv: Sequence[str] | None):
     ap.add_argument("--band-low", type=float, default=defaults["low"])
     ap.add_argument("--band-high", type=float, default=defaults["high"])
     ap.add_argument("--exploration", type=float, default=defaults["exploration"])
+    ap.add_argument("--adaptive-exploration", action=argparse.BooleanOptionalAction,
+                    default=defaults["adaptive_exploration"],
+                    help="scale the exploration share by its measured yield (depo_adaptive_exploration)")
     ap.add_argument(
         "--revisit-after",
         type=float,
@@ -709,6 +717,7 @@ def compute(args, argv_list: list[str]) -> dict:
         "band_low": args.band_low,
         "band_high": args.band_high,
         "exploration": args.exploration,
+        "adaptive_exploration": args.adaptive_exploration,
         "revisit_after": args.revisit_after,
         "mopps_decay": args.mopps_decay,
         "depo_features": common.content_feature_names(include_history=True),

@@ -54,6 +54,10 @@ class DEPOConfig(GRPOConfig):
         depo_exploration (`float`, *optional*, defaults to `0.1`):
             Expected fraction of each round's rollouts spent on prompts predicted outside the band, so the
             estimator keeps seeing them and skipped prompts can come back.
+        depo_adaptive_exploration (`bool`, *optional*, defaults to `False`):
+            Scale the exploration share each round by how often exploration picks have given mixed groups relative
+            to the policy's own picks (full share at a ratio of 0.6 or more, a tenth of it at 0.3 or less; see
+            `depo_trl.exploration`). The ratio is logged as `depo/exploration_yield` either way.
         depo_estimator (`str`, *optional*, defaults to `"logistic"`):
             Pass-rate estimator: a registry name (see `depo_trl.estimators.ESTIMATORS`) or a dotted path
             `module.ClassName`. An estimator instance can also be passed to `DEPOTrainer(estimator=...)`.
@@ -158,6 +162,11 @@ class DEPOConfig(GRPOConfig):
     depo_exploration: float = field(
         default=0.1,
         metadata={"help": "Expected fraction of rollouts spent on prompts predicted outside the band."},
+    )
+    depo_adaptive_exploration: bool = field(
+        default=False,
+        metadata={"help": "Scale the exploration share by the useful rate of exploration picks relative to the "
+                  "policy's picks (logged as depo/exploration_yield either way)."},
     )
     depo_estimator: str = field(
         default="logistic",
@@ -270,6 +279,9 @@ class DEPOConfig(GRPOConfig):
             )
         check_band(self.depo_band_low, self.depo_band_high, names=("depo_band_low", "depo_band_high"))
         check_exploration(self.depo_exploration, name="depo_exploration")
+        if not isinstance(self.depo_adaptive_exploration, bool):
+            fail(f"depo_adaptive_exploration must be true or false, got {self.depo_adaptive_exploration!r}.",
+                 "Use true to let the exploration share follow its measured yield, false to keep it fixed.")
         if not isinstance(self.depo_warmup_steps, int) or self.depo_warmup_steps < 0:
             fail(f"depo_warmup_steps must be an integer >= 0, got {self.depo_warmup_steps!r}.", "Use 0 for none.")
         every = self.depo_reference_every

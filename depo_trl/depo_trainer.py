@@ -292,7 +292,7 @@ class DEPOTrainer(GRPOTrainer):
             indices = warmup_indices(self._depo_index_recorder, self.train_dataset, scores.keys, candidate_prompt)
             # With K = 1 no round ever filters: none is warm-up. A reference round is not warm-up either.
             warmup = self.args.depo_candidate_multiplier > 1 and not reference
-            return (Round(scores, indices, keep_all, warmup, embed_seconds, reference=reference),
+            return (Round(scores, indices, keep_all, warmup, embed_seconds, reference=reference, filtered=False),
                     self._trl_rows(inputs))
         if self._depo_index_recorder is not None and reference is None:
             self._depo_index_recorder.active = False  # DEPO's own draw knows its indices from here on
@@ -390,7 +390,8 @@ class DEPOTrainer(GRPOTrainer):
     def _learn_from_round(self, plan: Round, rewards: torch.Tensor | None) -> None:
         chosen = plan.selection.indices
         passes, trials = self._group_outcomes(rewards, len(chosen))
-        outcome = self.depo_selector.observe(plan.scores, chosen, passes, trials, in_band=plan.selection.in_band)
+        outcome = self.depo_selector.observe(plan.scores, chosen, passes, trials, in_band=plan.selection.in_band,
+                                             reasons=plan.selection.reasons if plan.filtered else None)
         failures = self.depo_stats.estimator_failures
         m = _trl_compat.metrics(self)["train"]
         for name, value in round_metrics(plan, outcome, failures - self._depo_failures_logged).items():

@@ -40,6 +40,7 @@ import numpy as np
 
 from ._warnings import warn_user
 from .estimators import PassRateEstimator, make_estimator
+from .exploration import ExplorationYield
 from .features import GROUP_INPUTS, CandidateBatch, Featurizer
 from .history import PromptHistory, prompt_key
 from .selection import (
@@ -91,6 +92,7 @@ class RoundOutcome:
     observed: np.ndarray  # passes / trials, NaN where unlabelled
     predicted: np.ndarray  # the predictions of the rolled-out prompts
     seconds: float = 0.0  # estimator + history update time
+    exploration_yield: float = float("nan")  # useful rate of exploration picks / of policy picks, so far
 
 
 @dataclass
@@ -134,6 +136,7 @@ CONFIG_FIELDS = {
     "embedding_dim": "depo_embedding_dim",
     "selection": "depo_selection",
     "exploration": "depo_exploration",
+    "adaptive_exploration": "depo_adaptive_exploration",
     "revisit_after": "depo_revisit_after",
     "history_max_prompts": "depo_history_max_prompts",
 }
@@ -152,6 +155,8 @@ class PromptSelector:
         selection: selection policy name (``depo_trl.SELECTION_POLICIES``).
         band: ``(low, high)`` target band of predicted pass rate.
         exploration: expected share of each round's picks drawn from outside what the policy would pick.
+        adaptive_exploration: scale that share each round by how useful exploration picks have been relative to
+            the policy's own (``depo_trl.exploration``); ``False`` keeps it fixed and only reports the ratio.
         revisit_after: rounds after which a skipped, previously rolled-out prompt goes first (``None``: never).
         history_max_prompts: prompts remembered by the history (least recently seen are forgotten first).
         seed: seeds the selection RNG and the feature groups' hashes and projections.
@@ -168,6 +173,7 @@ class PromptSelector:
         selection: str = "band",
         band: tuple[float, float] = (0.15, 0.85),
         exploration: float = 0.1,
+        adaptive_exploration: bool = False,
         revisit_after: float | None = 256,
         history_max_prompts: int = 1_000_000,
         seed: int = 0,
@@ -178,6 +184,8 @@ class PromptSelector:
         self.group_size = int(group_size)
         self.band = check_band(*band)
         self.exploration = check_exploration(exploration)
+        self.exploration_yield = ExplorationYield(self.exploration, adaptive=adaptive_exploration)
+        self._last_selection: tuple[Scores, Selection] | None = None  # for observe() calls that omit the reasons
         self.selection = selection
         self.revisit_after = revisit_after
         if isinstance(estimator, str):
@@ -297,7 +305,7 @@ class PromptSelector:
             chosen = self.rng.choice(len(scores), size=n, replace=False).astype(np.int64)
             return Selection(chosen, [REASON_UNIFORM] * n, np.zeros(len(scores), dtype=bool))
         low, high = self.band
-        return select(
+        choice = select(
             self.selection,
             scores.predicted,
             n,
@@ -306,18 +314,23 @@ class PromptSelector:
             uncertainty=scores.uncertainty,
             low=low,
             high=high,
-            exploration=self.exploration,
+            exploration=self.exploration_yield.share(),
             rounds_since=scores.rounds_since,
             revisit_after=self.revisit_after,
         )
+        self._last_selection = (scores, choice)
+        return choice
 
-    def observe(self, scores: Scores, chosen, passes, trials, in_band: np.ndarray | None = None) -> RoundOutcome:
+    def observe(self, scores: Scores, chosen, passes, trials, in_band: np.ndarray | None = None,
+                reasons: Sequence[str] | None = None) -> RoundOutcome:
         """Learn from the rolled-out candidates ``chosen`` (positions into ``scores``, in rollout order).
 
         ``passes[i]`` of ``trials[i]`` completions of prompt ``chosen[i]`` passed; ``trials[i] = 0`` marks a group
         that is no label (e.g. unscorable), which the history and estimator skip. Call once per round: it advances
         the history's round counter and the totals. ``in_band`` (per candidate) feeds the skip-reason totals; by
-        default it is recomputed from the predictions.
+        default it is recomputed from the predictions. ``reasons`` (the selection's reason per rolled-out prompt)
+        feed the exploration yield; by default they are those of this selector's last ``select`` when it picked
+        ``chosen`` from these ``scores``, and a round without them (e.g. a uniform warm-up round) updates no yield.
         """
         chosen = np.asarray(chosen, dtype=np.int64).reshape(-1)
         passes = np.asarray(passes, dtype=np.float64).reshape(-1)
@@ -341,7 +354,22 @@ class PromptSelector:
         observed = np.where(labelled, passes / np.maximum(trials, 1.0), np.nan)
         useful = labelled & (passes > 0) & (passes < trials)
         self._count_round(scores, chosen, useful, labelled, in_band)
-        return RoundOutcome(passes, trials, labelled, useful, observed, scores.predicted[chosen], seconds)
+        reasons = self._reasons_for(scores, chosen) if reasons is None else list(reasons)
+        if reasons is not None:
+            if len(reasons) != len(chosen):
+                raise ValueError(f"{len(reasons)} reasons for {len(chosen)} rolled-out prompts.")
+            self.exploration_yield.update(reasons, useful, labelled)
+        return RoundOutcome(passes, trials, labelled, useful, observed, scores.predicted[chosen], seconds,
+                            exploration_yield=self.exploration_yield.ratio())
+
+    def _reasons_for(self, scores: Scores, chosen: np.ndarray) -> list[str] | None:
+        """The reasons of the last ``select`` when it picked exactly ``chosen`` from ``scores``, else None."""
+        if self._last_selection is None or self._last_selection[0] is not scores:
+            return None
+        choice = self._last_selection[1]
+        if len(choice.indices) != len(chosen) or not np.array_equal(choice.indices, chosen):
+            return None
+        return list(choice.reasons)
 
     # ------------------------------------------------------------------ warm start
     def fit(self, texts, passes, trials, keys=None, token_counts=None, embeddings=None, metadata=None,
@@ -360,6 +388,7 @@ class PromptSelector:
             "history": self.history.state_dict(),
             "rng": self.rng.bit_generator.state,
             "stats": self.stats.state_dict(),
+            "exploration_yield": self.exploration_yield.state_dict(),
         }
         featurizer_state = getattr(self.featurizer, "state_dict", None)
         if callable(featurizer_state):
@@ -377,6 +406,8 @@ class PromptSelector:
         self.history.load_state_dict(state["history"])
         self.rng.bit_generator.state = state["rng"]
         self.stats.load_state_dict(state["stats"])
+        if "exploration_yield" in state:  # states saved before it existed start it afresh
+            self.exploration_yield.load_state_dict(state["exploration_yield"])
         if "featurizer" in state and callable(getattr(self.featurizer, "load_state_dict", None)):
             self.featurizer.load_state_dict(state["featurizer"])
 

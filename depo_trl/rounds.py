@@ -35,6 +35,7 @@ class Round:
     # A reference round (GRPO's own batch after warm-up, its useful share the uniform reference on the current
     # policy); None when the run has no reference steps (depo_reference_every=0), so nothing about them is logged.
     reference: bool | None = None
+    filtered: bool = True  # the engine chose this round's prompts (False: GRPO's own batch, kept whole)
 
     @property
     def keys(self) -> np.ndarray:
@@ -62,6 +63,8 @@ def round_metrics(plan: Round, outcome: RoundOutcome, new_failures: int) -> dict
         "depo/estimator_seconds": plan.scores.seconds + outcome.seconds,
         "depo/estimator_failures": float(new_failures),
     }
+    if np.isfinite(outcome.exploration_yield):
+        metrics["depo/exploration_yield"] = float(outcome.exploration_yield)
     if plan.reference is not None:
         metrics["depo/reference"] = float(plan.reference)
     labelled = outcome.labelled

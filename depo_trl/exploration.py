@@ -1,0 +1,89 @@
+"""How much an exploration pick is worth, measured online, and the exploration share it earns.
+
+Every selection policy spends a share ``exploration`` of its picks outside what it would pick, so the estimator
+keeps seeing the prompts it rules out. What one such pick is worth depends on the pool: where the prompts ruled
+out are nearly certain to pass or to fail (a pool mostly beyond reach, or a fixed log), a random pick is a wasted
+group; where the estimator cannot tell a nearly-solved prompt at 0.8 from one at 0.95 (a pool mostly solved), a
+random pick is mixed about as often as a chosen one, and it is how the excluded region keeps being taught.
+
+``ExplorationYield`` measures that from the run itself. After each round it updates two forgetful counts of
+rolled-out groups and of useful ones (``0 < passes < trials``): the groups the policy picked (band, rank, fill,
+revisit) and the groups drawn for exploration. Their useful rates, each with a Beta(1, 1) prior, give the ratio
+
+    rho = useful rate of exploration picks / useful rate of policy picks
+
+(1 before any data). With ``adaptive=True`` the share used in a round is
+
+    exploration * clip((rho - ratio_low) / (ratio_high - ratio_low), floor, 1)
+
+so the full share is kept while an exploration pick is worth at least ``ratio_high`` of a chosen one, and it falls
+to ``floor`` times the share when it is worth ``ratio_low`` or less. The floor keeps exploring (and measuring):
+nothing is ruled out for good, and the share comes back if the excluded region starts to yield. With
+``adaptive=False`` (the default) the share is fixed and ``rho`` is only reported (``depo/exploration_yield``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .selection import REASON_EXPLORE, REASON_UNIFORM
+
+
+class ExplorationYield:
+    """Forgetful useful-rate counts of exploration and policy picks, and the exploration share they earn.
+
+    Args:
+        exploration: the configured exploration share (the most a round uses).
+        adaptive: scale the share by the measured ratio (else report the ratio only).
+        ratio_low, ratio_high: the ratio at which the share is ``floor`` times / all of ``exploration``.
+        floor: the smallest fraction of ``exploration`` kept (> 0, so exploration never stops).
+        decay: per-round weight of the past counts (0.98: about the last 50 rounds).
+    """
+
+    def __init__(self, exploration: float, adaptive: bool = False, ratio_low: float = 0.3, ratio_high: float = 0.6,
+                 floor: float = 0.1, decay: float = 0.98):
+        if not 0.0 <= ratio_low < ratio_high:
+            raise ValueError(f"ratio_low ({ratio_low}) must be >= 0 and below ratio_high ({ratio_high}).")
+        if not 0.0 < floor <= 1.0:
+            raise ValueError(f"floor must be in (0, 1], got {floor}: a zero floor would stop exploring for good.")
+        if not 0.0 < decay <= 1.0:
+            raise ValueError(f"decay must be in (0, 1], got {decay}.")
+        self.exploration, self.adaptive = float(exploration), bool(adaptive)
+        self.ratio_low, self.ratio_high, self.floor, self.decay = float(ratio_low), float(ratio_high), float(floor), float(decay)
+        # [groups, useful] for the policy's picks and for exploration picks
+        self.policy_ = np.zeros(2)
+        self.explore_ = np.zeros(2)
+
+    def ratio(self) -> float:
+        """Useful rate of exploration picks over that of policy picks (Beta(1, 1) prior on each; 1 with no data)."""
+        explore = (self.explore_[1] + 1.0) / (self.explore_[0] + 2.0)
+        policy = (self.policy_[1] + 1.0) / (self.policy_[0] + 2.0)
+        return float(explore / policy)
+
+    def share(self) -> float:
+        """The exploration share for the next round."""
+        if not self.adaptive or self.exploration == 0.0:
+            return self.exploration
+        scale = (self.ratio() - self.ratio_low) / (self.ratio_high - self.ratio_low)
+        return self.exploration * float(np.clip(scale, self.floor, 1.0))
+
+    def update(self, reasons, useful, labelled) -> None:
+        """One round: ``reasons`` (the selection's reason per rolled-out prompt), ``useful`` and ``labelled``
+        (bool per rolled-out prompt, same order). Unlabelled groups, and uniform picks made when the estimator failed,
+        count for neither side."""
+        explored = np.array([r == REASON_EXPLORE for r in reasons], dtype=bool)
+        chosen = np.array([r not in (REASON_EXPLORE, REASON_UNIFORM) for r in reasons], dtype=bool)
+        useful, labelled = np.asarray(useful, bool), np.asarray(labelled, bool)
+        self.policy_ *= self.decay
+        self.explore_ *= self.decay
+        for side, mask in ((self.explore_, explored & labelled), (self.policy_, chosen & labelled)):
+            side += (mask.sum(), (useful & mask).sum())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy_.copy(), "explore": self.explore_.copy()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.policy_ = np.asarray(state["policy"], dtype=np.float64).copy()
+        self.explore_ = np.asarray(state["explore"], dtype=np.float64).copy()
