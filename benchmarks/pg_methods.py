@@ -254,13 +254,13 @@ class SelectorArm(Run):
 
     def __init__(self, *args, oracle: bool = False, selector_settings: dict | None = None, K: int = 4,
                  warmup: int = 10, max_rollouts_per_epoch: int | None = 1, diagnose: bool = True,
-                 pooling: str = "mean", **kwargs):
+                 pooling: str = "mean", oracle_exploration: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         from depo_trl import PromptSelector
         from depo_trl.candidates import CandidateStream
 
         self.oracle, self.K, self.cap, self.do_diagnose = oracle, int(K), max_rollouts_per_epoch, diagnose
-        self.pooling = pooling
+        self.pooling, self.oracle_exploration = pooling, float(oracle_exploration)
         self.warmup = 0 if oracle else int(warmup)
         # The trainer's wiring: DEPOConfig field names; what is not given takes the engine's default, except the
         # feature groups, where DEPOTrainer's default (with the policy embedding) differs from the bare engine's.
@@ -314,7 +314,7 @@ class SelectorArm(Run):
 
             low, high = self.selector.band
             picked = select(self.selector.selection, predicted, U, self.G, self.selector.rng, low=low, high=high,
-                            exploration=0.0).indices
+                            exploration=self.oracle_exploration).indices
         else:
             picked = self.selector.select(scores, U).indices
         picked = np.asarray(picked, dtype=np.int64)

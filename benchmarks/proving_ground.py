@@ -67,6 +67,9 @@ METHODS: dict[str, tuple[str, dict]] = {
     "DEPO-useful": ("DEPO", {"selector_settings": {"depo_selection": "usefulness"}}),
     "DEPO-text": ("DEPO", {"selector_settings": {"depo_features": ["length", "history", "embedding", "text"]}}),
     "ORACLE-K8": ("DEPO", {"oracle": True, "K": 8}),  # the ceiling of selection with 8 candidates per rollout
+    # The oracle with DEPO's exploration share (0.1 of the picks uniform from outside the true band): does a perfect
+    # predictor still gain from exploring?
+    "ORACLE-x01": ("DEPO", {"oracle": True, "oracle_exploration": 0.1}),
     # In-band picks at random (the paper's rule) instead of best-first by expected usefulness:
     "DEPO-uband": ("DEPO", {"selector_settings": {"depo_selection": "band_uniform"}}),
     "ORACLE-uband": ("DEPO", {"oracle": True, "selector_settings": {"depo_selection": "band_uniform"}}),

@@ -177,3 +177,33 @@ def test_default_zero_changes_nothing(tokenizer, config_factory, tmp_path):
         assert torch.equal(p, q), n
     # The discarded batches are still not loaded when reference steps are off.
     assert off.depo_loader_dataset.rows_skipped > 0 and never.depo_loader_dataset.rows_skipped == 0
+
+
+def test_the_exploration_yield_counts_only_the_rounds_the_engine_chose(tokenizer, config_factory):
+    """The trainer hands each filtering round's reasons to the engine: its exploration-yield counts are exactly
+    those recomputed from the audit trail's filtering rounds (warm-up and reference rounds, GRPO's own batches, are
+    evidence for neither side), and the ratio so far is logged as depo/exploration_yield every step."""
+    args = config_factory(max_steps=8, depo_warmup_steps=2, depo_reference_every=3, depo_exploration=0.3,
+                          per_device_train_batch_size=32)
+    trainer = DEPOTrainer(model=build_model(tokenizer, seed=0), reward_funcs=ControlledReward(0), args=args,
+                          train_dataset=controlled_dataset(n_per_kind=32), processing_class=tokenizer)
+    trainer.train()
+    records = read_decisions(args.output_dir)
+    explore, policy, filtering_rounds = np.zeros(2), np.zeros(2), 0
+    for record in records:
+        if record["warmup"] or record.get("reference"):
+            continue
+        filtering_rounds += 1
+        explore *= 0.98
+        policy *= 0.98
+        for i in record["rolled_out"]:
+            p, t = record["passes"][i], record["trials"][i]
+            side = explore if record["decision"][i] == "explore" else policy
+            side += (t > 0, t > 0 and 0 < p < t)
+    assert filtering_rounds == 4 and explore[0] > 0  # the test sees exploration picks to count
+    yield_ = trainer.depo_selector.exploration_yield
+    np.testing.assert_allclose(yield_.explore_, explore)
+    np.testing.assert_allclose(yield_.policy_, policy)
+    logged = _logged(trainer, "depo/exploration_yield")
+    assert sorted(logged) == list(range(1, 9)) and logged[1] == logged[2] == 1.0  # no evidence during warm-up
+    assert logged[8] == pytest.approx(yield_.ratio()) and logged[8] != 1.0
