@@ -341,7 +341,8 @@ def build_methods(data: ReplayData, args) -> tuple[dict[str, Callable[[], Select
 
 def _depo_label(estimator: str, policy: str, exploration: float, args) -> str:
     """A DEPO method's row label; the exploration share is named only when it differs from the run's."""
-    label = f"DEPO {estimator} / {policy}" + ("" if exploration == args.exploration else f", exploration {exploration:g}")
+    label = f"DEPO {estimator} / {policy}"
+    label += "" if exploration == args.exploration else f", exploration {exploration:g}"
     return label + (", adaptive exploration" if getattr(args, "adaptive_exploration", False) and exploration else "")
 
 

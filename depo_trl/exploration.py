@@ -4,7 +4,9 @@ Every selection policy spends a share ``exploration`` of its picks outside what 
 keeps seeing the prompts it rules out. What one such pick is worth depends on the pool: where the prompts ruled
 out are nearly certain to pass or to fail (a pool mostly beyond reach, or a fixed log), a random pick is a wasted
 group; where the estimator cannot tell a nearly-solved prompt at 0.8 from one at 0.95 (a pool mostly solved), a
-random pick is mixed about as often as a chosen one, and it is how the excluded region keeps being taught.
+random pick is often mixed (half as often as a chosen one on the proving ground's easy pool), and it is how the
+excluded region keeps being taught. The proving ground and the replay log disagree on which matters more, which is
+why adapting is an option and not the default (docs/benchmarks.md).
 
 ``ExplorationYield`` measures that from the run itself. After each round it updates two forgetful counts of
 rolled-out groups and of useful ones (``0 < passes < trials``): the groups the policy picked (band, rank, fill,
@@ -51,7 +53,8 @@ class ExplorationYield:
         if not 0.0 < decay <= 1.0:
             raise ValueError(f"decay must be in (0, 1], got {decay}.")
         self.exploration, self.adaptive = float(exploration), bool(adaptive)
-        self.ratio_low, self.ratio_high, self.floor, self.decay = float(ratio_low), float(ratio_high), float(floor), float(decay)
+        self.ratio_low, self.ratio_high = float(ratio_low), float(ratio_high)
+        self.floor, self.decay = float(floor), float(decay)
         # [groups, useful] for the policy's picks and for exploration picks
         self.policy_ = np.zeros(2)
         self.explore_ = np.zeros(2)
