@@ -23,6 +23,14 @@ def _logged(trainer, name):
     return {h["step"]: h[name] for h in trainer.state.log_history if name in h and "depo/candidates_scored" in h}
 
 
+def _trained_on_controlled(tokenizer, args):
+    """A DEPOTrainer on the controlled dataset (pass rates fixed per prompt kind), trained with ``args``."""
+    trainer = DEPOTrainer(model=build_model(tokenizer, seed=0), reward_funcs=ControlledReward(0), args=args,
+                          train_dataset=controlled_dataset(n_per_kind=32), processing_class=tokenizer)
+    trainer.train()
+    return trainer
+
+
 def _useful_share(record):
     """Useful-group share (0 < passes < trials, over scorable groups) of one audit record's rolled-out prompts."""
     groups = [(record["passes"][i], record["trials"][i]) for i in record["rolled_out"]]
@@ -96,9 +104,7 @@ def test_reference_share_is_averaged_over_reference_rounds_only(tokenizer, confi
     alone, while depo/useful_group_share is the mean of both rounds."""
     args = config_factory(max_steps=6, depo_warmup_steps=2, depo_reference_every=2, logging_steps=2,
                           per_device_train_batch_size=32)
-    trainer = DEPOTrainer(model=build_model(tokenizer, seed=0), reward_funcs=ControlledReward(0), args=args,
-                          train_dataset=controlled_dataset(n_per_kind=32), processing_class=tokenizer)
-    trainer.train()
+    trainer = _trained_on_controlled(tokenizer, args)
     records = read_decisions(args.output_dir)
     assert [r["reference"] for r in records] == [False, False, False, True, False, True]  # steps 4 and 6
     reference, share = _logged(trainer, "depo/reference"), _logged(trainer, "depo/reference_useful_group_share")
@@ -115,9 +121,7 @@ def test_reference_share_is_averaged_over_reference_rounds_only(tokenizer, confi
 def test_console_measures_the_saving_against_the_reference_steps(tokenizer, config_factory):
     args = config_factory(max_steps=9, depo_warmup_steps=2, depo_reference_every=3, per_device_train_batch_size=32,
                           depo_console="depo", depo_console_every=3)
-    trainer = DEPOTrainer(model=build_model(tokenizer, seed=0), reward_funcs=ControlledReward(0), args=args,
-                          train_dataset=controlled_dataset(n_per_kind=32), processing_class=tokenizer)
-    trainer.train()
+    trainer = _trained_on_controlled(tokenizer, args)
     shares = _logged(trainer, "depo/reference_useful_group_share")
     assert sorted(shares) == [5, 8]
     warmup = np.mean([v for s, v in _logged(trainer, "depo/useful_group_share").items() if s <= 2])
@@ -185,9 +189,7 @@ def test_the_exploration_yield_counts_only_the_rounds_the_engine_chose(tokenizer
     evidence for neither side), and the ratio so far is logged as depo/exploration_yield every step."""
     args = config_factory(max_steps=8, depo_warmup_steps=2, depo_reference_every=3, depo_exploration=0.3,
                           per_device_train_batch_size=32)
-    trainer = DEPOTrainer(model=build_model(tokenizer, seed=0), reward_funcs=ControlledReward(0), args=args,
-                          train_dataset=controlled_dataset(n_per_kind=32), processing_class=tokenizer)
-    trainer.train()
+    trainer = _trained_on_controlled(tokenizer, args)
     records = read_decisions(args.output_dir)
     explore, policy, filtering_rounds = np.zeros(2), np.zeros(2), 0
     for record in records:
