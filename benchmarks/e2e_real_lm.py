@@ -57,14 +57,17 @@ LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0,
         "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         "layers_to_transform": [24, 25, 26, 27, 28, 29]}
 # DEPO variants by label: DEPOConfig overrides on top of DEPO's defaults (and the short warm-up below).
+# The variants other than DEPO were measured before the exploration share became adaptive by default (2026-12-06),
+# so they keep the fixed share they ran with.
 DEPO_VARIANTS = {
     "DEPO": {},
+    # The exploration share fixed at 0.1 (the default before; see depo_trl.exploration):
+    "DEPO-fixed": {"depo_adaptive_exploration": False},
     # Every pick drawn in proportion to its expected usefulness (no band, no ranking; see depo_trl.selection):
-    "DEPO-prop": {"depo_selection": "proportional"},
-    # The exploration share scaled by the measured yield of exploration picks (see depo_trl.exploration):
-    "DEPO-ax": {"depo_adaptive_exploration": True},
+    "DEPO-prop": {"depo_selection": "proportional", "depo_adaptive_exploration": False},
     # The policy's teacher-forced log-likelihood of the reference answer (graded tasks have an `answer` column).
-    "DEPO-answer": {"depo_features": ["length", "history", "embedding", "answer_likelihood"]},
+    "DEPO-answer": {"depo_features": ["length", "history", "embedding", "answer_likelihood"],
+                    "depo_adaptive_exploration": False},
 }
 
 
@@ -492,6 +495,7 @@ def render(payload: dict, out: Path, name: str, docs: str | None) -> None:
     body = "\n\n".join([
         "## End to end on a real LM (SmolLM2-135M-Instruct + LoRA, CPU)",
         f"Command: `{payload['meta']['command']}`; {payload['meta']['total_seconds']:.0f} s for the runs shown.{done} "
+        + (f"Labels: {payload['meta']['relabelled']} " if payload["meta"].get("relabelled") else "") +
         f"Pool: {info['pool_size']} measured prompts of the families {', '.join(info['families'])} (mean measured "
         f"pass rate {info['pool_mean_pass_rate']:.2f}, expected useful share under uniform sampling at G = "
         f"{size['group']}: {info['pool_expected_useful_share']:.2f}); held-out: {info['heldout_size']} fresh "
@@ -536,7 +540,8 @@ def stats_section(payload: dict, png: Path, docs: str | None) -> None:
     if warm is None:
         warm = DEPOConfig.__dataclass_fields__["depo_warmup_steps"].default
     defaults = {f: DEPOConfig.__dataclass_fields__[f].default
-                for f in ("depo_candidate_multiplier", "depo_band_low", "depo_band_high", "depo_exploration")}
+                for f in ("depo_candidate_multiplier", "depo_band_low", "depo_band_high", "depo_exploration",
+                          "depo_adaptive_exploration")}
     n_seeds = len({r["seed"] for r in results})
     lines, stats = [], {}
     for variant in DEPO_VARIANTS:
@@ -579,7 +584,10 @@ def stats_section(payload: dict, png: Path, docs: str | None) -> None:
         f"`python -m benchmarks.e2e_real_lm --merge <their JSONs>`; {payload['meta']['total_seconds']:.0f} s of wall "
         f"time.{done} DEPO runs with every default (warm-up {warm} steps, K = "
         f"{defaults['depo_candidate_multiplier']} candidates per slot, band [{defaults['depo_band_low']}, "
-        f"{defaults['depo_band_high']}], exploration {defaults['depo_exploration']}). Per seed: training RNG, the "
+        f"{defaults['depo_band_high']}], exploration {defaults['depo_exploration']}"
+        f"{', adaptive' if defaults['depo_adaptive_exploration'] else ''})."
+        + (f" Labels: {payload['meta']['relabelled']}" if payload["meta"].get("relabelled") else "")
+        + " Per seed: training RNG, the "
         f"order of the {info['pool_size']}-prompt pool "
         f"(the measured prompts of the families {', '.join(info['families'])}, every level, mean measured pass rate "
         f"{info['pool_mean_pass_rate']:.2f}) and {info['heldout_size']} fresh held-out prompts of the frontier "

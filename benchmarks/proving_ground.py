@@ -47,51 +47,61 @@ SIZES = {
 }
 REGIMES = ("hard", "easy", "balanced")
 
+# The exploration share fixed at depo_exploration (depo_adaptive_exploration: false, the default until 2026-12-06).
+FIXED = {"depo_adaptive_exploration": False}
+
+
+def _fixed(settings: dict | None = None, **kwargs) -> dict:
+    """Arm keyword arguments of an ablation of the fixed-share default: those ablations were measured before the
+    default became adaptive, so they keep the fixed share they ran with (and compare against ``DEPO-fixed``)."""
+    return {"selector_settings": FIXED | dict(settings or {})} | kwargs
+
+
 # label -> (arm, keyword arguments of the arm). The DEPO family drives PromptSelector (see pg_methods).
 METHODS: dict[str, tuple[str, dict]] = {
     "GRPO": ("GRPO", {}),
     "DS": ("DS", {}),
     "GRESO": ("GRESO", {}),
     "ORACLE": ("DEPO", {"oracle": True}),
-    "DEPO": ("DEPO", {}),  # PromptSelector's and DEPOTrainer's defaults: K 4, warm-up 10, cap 1 rollout per epoch
-    # Ablations (same seeds, side by side):
+    # PromptSelector's and DEPOTrainer's defaults: K 4, warm-up 10, cap 1 rollout per epoch, adaptive exploration
+    "DEPO": ("DEPO", {}),
+    "DEPO-fixed": ("DEPO", _fixed()),  # the exploration share fixed at 0.1 (the earlier default)
+    # Ablations of the fixed-share default (same seeds, side by side with DEPO-fixed):
     "DEPO-hier": ("DEPO", {"selector_settings": {"depo_estimator": "hierarchical",
                                                  "depo_features": ["length", "embedding"],
                                                  "depo_selection": "usefulness", "depo_exploration": 0.0}}),
-    "DEPO-K8": ("DEPO", {"K": 8}),
-    "DEPO-cap2": ("DEPO", {"max_rollouts_per_epoch": 2}),
-    "DEPO-w2": ("DEPO", {"warmup": 2}),
-    "DEPO-gbdt": ("DEPO", {"selector_settings": {"depo_estimator": "gbdt"}}),
-    "DEPO-last": ("DEPO", {"pooling": "last"}),  # depo_embedding_pooling="last"
-    "DEPO-wide": ("DEPO", {"selector_settings": {"depo_band_high": 0.95}}),  # band [0.15, 0.95]
-    "DEPO-useful": ("DEPO", {"selector_settings": {"depo_selection": "usefulness"}}),
-    "DEPO-text": ("DEPO", {"selector_settings": {"depo_features": ["length", "history", "embedding", "text"]}}),
+    "DEPO-K8": ("DEPO", _fixed(K=8)),
+    "DEPO-cap2": ("DEPO", _fixed(max_rollouts_per_epoch=2)),
+    "DEPO-w2": ("DEPO", _fixed(warmup=2)),
+    "DEPO-gbdt": ("DEPO", _fixed({"depo_estimator": "gbdt"})),
+    "DEPO-last": ("DEPO", _fixed(pooling="last")),  # depo_embedding_pooling="last"
+    "DEPO-wide": ("DEPO", _fixed({"depo_band_high": 0.95})),  # band [0.15, 0.95]
+    "DEPO-useful": ("DEPO", _fixed({"depo_selection": "usefulness"})),
+    "DEPO-text": ("DEPO", _fixed({"depo_features": ["length", "history", "embedding", "text"]})),
     "ORACLE-K8": ("DEPO", {"oracle": True, "K": 8}),  # the ceiling of selection with 8 candidates per rollout
     # The oracle with DEPO's exploration share (0.1 of the picks uniform from outside the true band): does a perfect
     # predictor still gain from exploring?
     "ORACLE-x01": ("DEPO", {"oracle": True, "oracle_exploration": 0.1}),
     # In-band picks at random (the paper's rule) instead of best-first by expected usefulness:
-    "DEPO-uband": ("DEPO", {"selector_settings": {"depo_selection": "band_uniform"}}),
+    "DEPO-uband": ("DEPO", _fixed({"depo_selection": "band_uniform"})),
     "ORACLE-uband": ("DEPO", {"oracle": True, "selector_settings": {"depo_selection": "band_uniform"}}),
     # Exploration weighted by expected usefulness (mostly just outside the band) instead of uniform:
-    "DEPO-bw": ("DEPO", {"selector_settings": {"depo_selection": "band_weighted"}}),
-    "DEPO-bw05": ("DEPO", {"selector_settings": {"depo_selection": "band_weighted", "depo_exploration": 0.05}}),
+    "DEPO-bw": ("DEPO", _fixed({"depo_selection": "band_weighted"})),
+    "DEPO-bw05": ("DEPO", _fixed({"depo_selection": "band_weighted", "depo_exploration": 0.05})),
     # Every candidate drawn in proportion to its expected usefulness (no band, no ranking), with / without exploration:
-    "DEPO-prop": ("DEPO", {"selector_settings": {"depo_selection": "proportional"}}),
+    "DEPO-prop": ("DEPO", _fixed({"depo_selection": "proportional"})),
     "DEPO-prop-x0": ("DEPO", {"selector_settings": {"depo_selection": "proportional", "depo_exploration": 0.0}}),
-    # The exploration share scaled by the measured yield of exploration picks (depo_adaptive_exploration):
-    "DEPO-ax": ("DEPO", {"selector_settings": {"depo_adaptive_exploration": True}}),
-    "DEPO-x05": ("DEPO", {"selector_settings": {"depo_exploration": 0.05}}),
+    "DEPO-x05": ("DEPO", _fixed({"depo_exploration": 0.05})),
     "DEPO-x0": ("DEPO", {"selector_settings": {"depo_exploration": 0.0}}),
     "DEPO-uband-x0": ("DEPO", {"selector_settings": {"depo_selection": "band_uniform", "depo_exploration": 0.0}}),
-    "DEPO-x02": ("DEPO", {"selector_settings": {"depo_exploration": 0.2}}),
-    "DEPO-x03": ("DEPO", {"selector_settings": {"depo_exploration": 0.3}}),
+    "DEPO-x02": ("DEPO", _fixed({"depo_exploration": 0.2})),
+    "DEPO-x03": ("DEPO", _fixed({"depo_exploration": 0.3})),
     # The logistic estimator's memory and penalty (decay 0.9 per round; l2 1, 10 before these runs):
-    "DEPO-d97": ("DEPO", {"selector_settings": {"depo_estimator_kwargs": {"decay": 0.97}}}),
-    "DEPO-l2": ("DEPO", {"selector_settings": {"depo_estimator_kwargs": {"l2": 1.0}}}),  # = DEPO today
-    "DEPO-l2-10": ("DEPO", {"selector_settings": {"depo_estimator_kwargs": {"l2": 10.0}}}),  # the earlier default
-    "DEPO-narrow": ("DEPO", {"selector_settings": {"depo_band_high": 0.7}}),  # band [0.15, 0.7]: more mixed groups
-    "DEPO-e64": ("DEPO", {"selector_settings": {"depo_embedding_dim": 64}}),  # the whole hidden state, no reduction
+    "DEPO-d97": ("DEPO", _fixed({"depo_estimator_kwargs": {"decay": 0.97}})),
+    "DEPO-l2": ("DEPO", _fixed({"depo_estimator_kwargs": {"l2": 1.0}})),  # = DEPO-fixed
+    "DEPO-l2-10": ("DEPO", _fixed({"depo_estimator_kwargs": {"l2": 10.0}})),  # the default before l2 1
+    "DEPO-narrow": ("DEPO", _fixed({"depo_band_high": 0.7})),  # band [0.15, 0.7]: more mixed groups
+    "DEPO-e64": ("DEPO", _fixed({"depo_embedding_dim": 64})),  # the whole hidden state, no reduction
 }
 DEFAULT_METHODS = ("GRPO", "DS", "GRESO", "ORACLE", "DEPO", "DEPO-hier", "DEPO-K8", "DEPO-cap2")
 QUICK_METHODS = ("GRPO", "DS", "GRESO", "ORACLE", "DEPO")
@@ -417,7 +427,7 @@ def render(payload: dict, out_dir: str, docs: str | None, log=print) -> str:
             "## Proving ground: DEPO's own predictor against faithful baselines and an oracle",
             f"Command: `{meta['command']}`. Machine: {meta['machine']}; load average at start {meta['load']}. "
             f"{'Its parts' if meta.get('parts') else 'This invocation'} took {meta['total_seconds']:.0f} s "
-            f"({meta['reused']} runs reused).",
+            f"({meta['reused']} runs reused)." + (f" Labels: {meta['relabelled']}" if meta.get("relabelled") else ""),
             "Task: shift-then-reverse (`benchmarks/pg_task.py`): the policy writes its working (the shifted letters), "
             f"then `|`, then the answer (the shifted letters reversed); the reward checks the answer only. Tiny Qwen2 "
             "(char-level): a shared base learns the task on lengths 3-7, then every seed continues it from a noisy "

@@ -269,10 +269,10 @@ def depo_defaults() -> dict:
             "high": float(fields["depo_band_high"].default),
             "exploration": float(fields["depo_exploration"].default),
             "revisit_after": None if revisit is None else float(revisit),
-            "adaptive_exploration": bool(getattr(fields.get("depo_adaptive_exploration"), "default", False)),
+            "adaptive_exploration": bool(getattr(fields.get("depo_adaptive_exploration"), "default", True)),
         }
     except Exception:  # the config could not be imported: the values documented in DESIGN.md section 2
-        return {"low": 0.15, "high": 0.85, "exploration": 0.1, "revisit_after": None, "adaptive_exploration": False}
+        return {"low": 0.15, "high": 0.85, "exploration": 0.1, "revisit_after": None, "adaptive_exploration": True}
 
 
 def build_methods(data: ReplayData, args) -> tuple[dict[str, Callable[[], Selector]], dict, list[str]]:

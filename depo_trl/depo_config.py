@@ -54,7 +54,7 @@ class DEPOConfig(GRPOConfig):
         depo_exploration (`float`, *optional*, defaults to `0.1`):
             Expected fraction of each round's rollouts spent on prompts predicted outside the band, so the
             estimator keeps seeing them and skipped prompts can come back.
-        depo_adaptive_exploration (`bool`, *optional*, defaults to `False`):
+        depo_adaptive_exploration (`bool`, *optional*, defaults to `True`):
             Scale the exploration share each round by how often exploration picks have given mixed groups relative
             to the policy's own picks (full share at a ratio of 0.6 or more, a tenth of it at 0.3 or less; see
             `depo_trl.exploration`). The ratio is logged as `depo/exploration_yield` either way.
@@ -164,7 +164,7 @@ class DEPOConfig(GRPOConfig):
         metadata={"help": "Expected fraction of rollouts spent on prompts predicted outside the band."},
     )
     depo_adaptive_exploration: bool = field(
-        default=False,
+        default=True,
         metadata={"help": "Scale the exploration share by the useful rate of exploration picks relative to the "
                   "policy's picks (logged as depo/exploration_yield either way)."},
     )

@@ -173,7 +173,7 @@ class PromptSelector:
         selection: str = "band",
         band: tuple[float, float] = (0.15, 0.85),
         exploration: float = 0.1,
-        adaptive_exploration: bool = False,
+        adaptive_exploration: bool = True,
         revisit_after: float | None = 256,
         history_max_prompts: int = 1_000_000,
         seed: int = 0,

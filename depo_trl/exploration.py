@@ -5,8 +5,9 @@ keeps seeing the prompts it rules out. What one such pick is worth depends on th
 out are nearly certain to pass or to fail (a pool mostly beyond reach, or a fixed log), a random pick is a wasted
 group; where the estimator cannot tell a nearly-solved prompt at 0.8 from one at 0.95 (a pool mostly solved), a
 random pick is often mixed (half as often as a chosen one on the proving ground's easy pool), and it is how the
-excluded region keeps being taught. The proving ground and the replay log disagree on which matters more, which is
-why adapting is an option and not the default (docs/benchmarks.md).
+excluded region keeps being taught. Measured (docs/benchmarks.md): an
+exploration pick is worth about half a chosen one on the proving ground's easy and balanced pools and a third on
+its hard pool and on the replay log, so the default adapts the share to the run instead of fixing it.
 
 ``ExplorationYield`` measures that from the run itself. After each round it updates two forgetful counts of
 rolled-out groups and of useful ones (``0 < passes < trials``): the groups the policy picked (band, rank, fill,
@@ -21,7 +22,8 @@ revisit) and the groups drawn for exploration. Their useful rates, each with a B
 so the full share is kept while an exploration pick is worth at least ``ratio_high`` of a chosen one, and it falls
 to ``floor`` times the share when it is worth ``ratio_low`` or less. The floor keeps exploring (and measuring):
 nothing is ruled out for good, and the share comes back if the excluded region starts to yield. With
-``adaptive=False`` (the default) the share is fixed and ``rho`` is only reported (``depo/exploration_yield``).
+``adaptive=False`` (``depo_adaptive_exploration: false``) the share is fixed and ``rho`` is only reported
+(``depo/exploration_yield``).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class ExplorationYield:
         decay: per-round weight of the past counts (0.98: about the last 50 rounds).
     """
 
-    def __init__(self, exploration: float, adaptive: bool = False, ratio_low: float = 0.3, ratio_high: float = 0.6,
+    def __init__(self, exploration: float, adaptive: bool = True, ratio_low: float = 0.3, ratio_high: float = 0.6,
                  floor: float = 0.1, decay: float = 0.98):
         if not 0.0 <= ratio_low < ratio_high:
             raise ValueError(f"ratio_low ({ratio_low}) must be >= 0 and below ratio_high ({ratio_high}).")

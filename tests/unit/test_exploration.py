@@ -17,7 +17,7 @@ def _round(yield_, n_policy, policy_useful, n_explore, explore_useful):
 
 
 def test_no_data_keeps_the_full_share_and_a_fixed_share_never_moves():
-    adaptive, fixed = ExplorationYield(0.1, adaptive=True), ExplorationYield(0.1)
+    adaptive, fixed = ExplorationYield(0.1), ExplorationYield(0.1, adaptive=False)
     assert adaptive.ratio() == 1.0 and adaptive.share() == 0.1
     for _ in range(50):  # exploration picks never useful, policy picks always
         for y in (adaptive, fixed):
@@ -78,9 +78,9 @@ def _rounds(selector, texts, pass_rate, rounds, seed=1, warmup=0):
 
 def test_the_engine_measures_the_yield_from_its_own_selections_and_adapts_when_asked():
     texts, pass_rate = _pool()
-    fixed = PromptSelector(group_size=G, features=["length"], exploration=0.25, revisit_after=None, seed=0)
-    adaptive = PromptSelector(group_size=G, features=["length"], exploration=0.25, adaptive_exploration=True,
-                              revisit_after=None, seed=0)
+    fixed = PromptSelector(group_size=G, features=["length"], exploration=0.25, adaptive_exploration=False,
+                           revisit_after=None, seed=0)
+    adaptive = PromptSelector(group_size=G, features=["length"], exploration=0.25, revisit_after=None, seed=0)
     _rounds(fixed, texts, pass_rate, 3, warmup=3)
     assert fixed.exploration_yield.explore_.sum() == fixed.exploration_yield.policy_.sum() == 0  # warm-up only
     explored_fixed = _rounds(fixed, texts, pass_rate, 60)
