@@ -34,6 +34,7 @@ import torch
 
 from . import pg_task as T
 from depo_trl.history import prompt_key
+from depo_trl.selection import REASON_EXPLORE
 
 from .baselines import GRESOSelector
 
@@ -250,17 +251,22 @@ class GRESOArm(DSArm):
 
 
 class SelectorArm(Run):
-    """DEPO's round through ``PromptSelector`` (``oracle=True``: the true pass rate replaces the prediction)."""
+    """DEPO's round through ``PromptSelector`` (``oracle=True``: the true pass rate replaces the prediction).
+
+    ``hide_exploration=True`` (a diagnostic): exploration groups are trained on as usual but their outcomes never
+    reach the estimator or the history (they are observed as unlabelled), which separates what exploration teaches
+    the policy from what it teaches the predictor."""
 
     def __init__(self, *args, oracle: bool = False, selector_settings: dict | None = None, K: int = 4,
                  warmup: int = 10, max_rollouts_per_epoch: int | None = 1, diagnose: bool = True,
-                 pooling: str = "mean", oracle_exploration: float = 0.0, **kwargs):
+                 pooling: str = "mean", oracle_exploration: float = 0.0, hide_exploration: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         from depo_trl import PromptSelector
         from depo_trl.candidates import CandidateStream
 
         self.oracle, self.K, self.cap, self.do_diagnose = oracle, int(K), max_rollouts_per_epoch, diagnose
         self.pooling, self.oracle_exploration = pooling, float(oracle_exploration)
+        self.hide_exploration = bool(hide_exploration)
         self.warmup = 0 if oracle else int(warmup)
         # The trainer's wiring: DEPOConfig field names; what is not given takes the engine's default, except the
         # feature groups, where DEPOTrainer's default (with the policy embedding) differs from the bare engine's.
@@ -307,6 +313,7 @@ class SelectorArm(Run):
         indices = [int(i) for i in indices]
         walk_passes = self.stream.last_passes
         scores, predicted, keys, _ = self._score(indices)
+        reasons = None
         if not filtering:
             picked = np.arange(len(indices))
         elif self.oracle:
@@ -316,7 +323,8 @@ class SelectorArm(Run):
             picked = select(self.selector.selection, predicted, U, self.G, self.selector.rng, low=low, high=high,
                             exploration=self.oracle_exploration).indices
         else:
-            picked = self.selector.select(scores, U).indices
+            selection = self.selector.select(scores, U)
+            picked, reasons = selection.indices, selection.reasons
         picked = np.asarray(picked, dtype=np.int64)
         self._count([indices[k] for k in picked], walk_passes[picked])
         self.ledger.select_seconds += time.perf_counter() - t0
@@ -328,8 +336,13 @@ class SelectorArm(Run):
         t1 = time.perf_counter()
         if scores is not None:
             passes = [g["passes"] for g in groups]
+            trials = [self.G] * len(groups)
+            if self.hide_exploration and reasons is not None:  # trials 0: no label for the estimator or history
+                hidden = [r == REASON_EXPLORE for r in reasons]
+                passes = [0 if h else p for p, h in zip(passes, hidden)]
+                trials = [0 if h else t for t, h in zip(trials, hidden)]
             share = self.selector.exploration_yield.share()  # the share this round's selection used
-            outcome = self.selector.observe(scores, picked, passes, [self.G] * len(groups))
+            outcome = self.selector.observe(scores, picked, passes, trials)
             if filtering:
                 self.ledger.exploration.append([round(outcome.exploration_yield, 4), round(share, 4)])
         self.ledger.select_seconds += time.perf_counter() - t1

@@ -96,6 +96,10 @@ METHODS: dict[str, tuple[str, dict]] = {
     "DEPO-uband-x0": ("DEPO", {"selector_settings": {"depo_selection": "band_uniform", "depo_exploration": 0.0}}),
     "DEPO-x02": ("DEPO", _fixed({"depo_exploration": 0.2})),
     "DEPO-x03": ("DEPO", _fixed({"depo_exploration": 0.3})),
+    # Diagnostic: the fixed share's exploration groups trained on but hidden from the estimator and history. Near
+    # DEPO-fixed: exploration pays through what it teaches the policy; near DEPO-x0: through what it teaches the
+    # predictor.
+    "DEPO-fixed-hidex": ("DEPO", _fixed(hide_exploration=True)),
     # The logistic estimator's memory and penalty (decay 0.9 per round; l2 1, 10 before these runs):
     "DEPO-d97": ("DEPO", _fixed({"depo_estimator_kwargs": {"decay": 0.97}})),
     "DEPO-l2": ("DEPO", _fixed({"depo_estimator_kwargs": {"l2": 1.0}})),  # = DEPO-fixed

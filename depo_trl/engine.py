@@ -156,7 +156,8 @@ class PromptSelector:
         band: ``(low, high)`` target band of predicted pass rate.
         exploration: expected share of each round's picks drawn from outside what the policy would pick.
         adaptive_exploration: scale that share each round by how useful exploration picks have been relative to
-            the policy's own (``depo_trl.exploration``); ``False`` keeps it fixed and only reports the ratio.
+            the policy's own (``depo_trl.exploration``; the default); ``False`` keeps it fixed and only reports the
+            ratio.
         revisit_after: rounds after which a skipped, previously rolled-out prompt goes first (``None``: never).
         history_max_prompts: prompts remembered by the history (least recently seen are forgotten first).
         seed: seeds the selection RNG and the feature groups' hashes and projections.

@@ -5,9 +5,10 @@ keeps seeing the prompts it rules out. What one such pick is worth depends on th
 out are nearly certain to pass or to fail (a pool mostly beyond reach, or a fixed log), a random pick is a wasted
 group; where the estimator cannot tell a nearly-solved prompt at 0.8 from one at 0.95 (a pool mostly solved), a
 random pick is often mixed (half as often as a chosen one on the proving ground's easy pool), and it is how the
-excluded region keeps being taught. Measured (docs/benchmarks.md): an
-exploration pick is worth about half a chosen one on the proving ground's easy and balanced pools and a third on
-its hard pool and on the replay log, so the default adapts the share to the run instead of fixing it.
+excluded region keeps being taught. Measured (docs/benchmarks.md): an exploration pick is worth about half a chosen
+one on the proving ground's easy and balanced pools and a third on its hard pool and on the replay log. The default
+adapts the share to the run: that won the replay log and kept GRPO's accuracy on SmolLM2, where a fixed share lost
+it, and costs part of the saving on the easy and balanced pools.
 
 ``ExplorationYield`` measures that from the run itself. After each round it updates two forgetful counts of
 rolled-out groups and of useful ones (``0 < passes < trials``): the groups the policy picked (band, rank, fill,
