@@ -609,7 +609,8 @@ def _docs_body(payload: dict, table: str, plot_path: Path, docs_path: Path) -> s
             "so they get neither `history` (the same evidence twice) nor `text` (wide text lets the content model "
             "memorise each recurring prompt: with it, `hierarchical` / usefulness fell from 0.824 to 0.807 in a "
             f"one-seed trial), so `length` only; band [{cfg['band_low']}, {cfg['band_high']}], exploration "
-            f"{cfg['exploration']}, revisit floor {cfg['revisit_after']} rounds (the `DEPOConfig` defaults; one "
+            f"{cfg['exploration']}{' (adaptive: scaled by its measured yield)' if cfg.get('adaptive_exploration') else ''}"
+            f", revisit floor {cfg['revisit_after']} rounds (the `DEPOConfig` defaults; one "
             "round = one epoch here), selection policy as named; it learns only from the groups it rolled out, as "
             f"GRESO and MoPPS do. Mean over seeds {cfg['seeds']}."
         ),
