@@ -57,6 +57,8 @@ class Ledger:
     diagnostics_seconds: float = 0.0
     ranking: list = field(default_factory=list)  # per filtering round: spearman, auc, in-band share, picked in band
     exploration: list = field(default_factory=list)  # per filtering round: [exploration yield ratio, share used]
+    # exploration picks by side of the band they were predicted on: side -> [groups, useful groups]
+    exploration_sides: dict = field(default_factory=lambda: {"below": [0, 0], "above": [0, 0]})
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -341,6 +343,13 @@ class SelectorArm(Run):
                 hidden = [r == REASON_EXPLORE for r in reasons]
                 passes = [0 if h else p for p, h in zip(passes, hidden)]
                 trials = [0 if h else t for t, h in zip(trials, hidden)]
+            if reasons is not None:  # which side of the band the exploration picks came from, and their yield
+                high = self.selector.band[1]
+                for k, r, g in zip(picked, reasons, groups):
+                    if r == REASON_EXPLORE:
+                        side = self.ledger.exploration_sides["above" if predicted[k] > high else "below"]
+                        side[0] += 1
+                        side[1] += int(0 < g["passes"] < self.G)
             share = self.selector.exploration_yield.share()  # the share this round's selection used
             outcome = self.selector.observe(scores, picked, passes, trials)
             if filtering:

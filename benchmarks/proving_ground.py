@@ -184,7 +184,9 @@ def run_one(label: str, spec, size: dict, warm_state: dict, pool, heldout, seed:
         f"{led['completions']} completions, useful {led['useful_groups'] / max(led['groups'], 1):.2f}, "
         f"acc {curve[0]['accuracy']:.3f} -> {curve[-1]['accuracy']:.3f}"
         + (f", ranking spearman {summary['spearman']:.2f} auc {summary['auc_in_band']:.2f} in-band share "
-           f"{summary['in_band_share']:.2f} picked in band {summary['picked_in_band']:.2f}" if summary else ""))
+           f"{summary['in_band_share']:.2f} picked in band {summary['picked_in_band']:.2f}" if summary else "")
+        + "".join(f", explored {side} the band {n} (useful {u / n:.2f})"
+                  for side, (n, u) in led.get("exploration_sides", {}).items() if n))
     del torch
     return result
 
@@ -463,7 +465,8 @@ def render(payload: dict, out_dir: str, docs: str | None, log=print) -> str:
 def merge(paths: list[str], name: str) -> dict:
     """One payload from several invocations' payloads: runs and pool profiles joined per regime (a method and seed
     given twice must be the same run, e.g. GRPO rerun beside ablations: its curve must match exactly, and the first
-    is kept), the commands and times of every part kept in ``meta``."""
+    is kept, with any ledger diagnostics only the rerun recorded), the commands and times of every part kept in
+    ``meta``."""
     out = {"runs": {}, "warm": {}, "profile": {}}
     parts = []
     for path in paths:
@@ -479,6 +482,9 @@ def merge(paths: list[str], name: str) -> dict:
                     # a part that reruns a reference arm (e.g. GRPO beside ablations) must reproduce it exactly
                     raise ValueError(f"{path} has a different {r['method']} seed {r['seed']} run for {regime!r} "
                                      "than a part merged before it: the parts do not describe one experiment.")
+                else:  # the same run: keep the first, plus ledger diagnostics recorded since (e.g. exploration_sides)
+                    for key, value in r["ledger"].items():
+                        twin["ledger"].setdefault(key, value)
         for regime, prof in part["profile"].items():
             out["profile"].setdefault(regime, {}).update(prof)
         out["warm"].update(part.get("warm", {}))

@@ -326,6 +326,16 @@ def test_proving_ground_quick(tmp_path):
     assert json.dumps(merged["analysis"]["hard"]["completions"]["methods"]["DEPO"]) == json.dumps(comp["DEPO"])
     # a part that reruns an arm must reproduce it exactly (kept once); a different run is refused
     assert len(proving_ground.merge([paths[0], paths[0]], "twice")["runs"]["hard"]) == 2
+    # ... and a rerun's ledger diagnostics that the first run lacks are added to it, nothing else of it taken
+    rerun = json.loads(open(paths[0]).read())
+    for r in rerun["runs"]["hard"]:
+        r["ledger"]["new_diagnostic"] = [r["method"]]
+        r["ledger"]["completions"] = -1
+    with open(tmp_path / "rerun.json", "w") as f:
+        json.dump(rerun, f)
+    kept = proving_ground.merge([paths[0], str(tmp_path / "rerun.json")], "rerun")["runs"]["hard"]
+    assert [r["ledger"]["new_diagnostic"] for r in kept] == [[r["method"]] for r in kept]
+    assert all(r["ledger"]["completions"] > 0 for r in kept)
     changed = json.loads(open(paths[0]).read())
     changed["runs"]["hard"][0]["curve"][-1]["accuracy"] += 0.5
     with open(tmp_path / "changed.json", "w") as f:
