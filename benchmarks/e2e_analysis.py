@@ -302,6 +302,11 @@ def plot_regime(regime: str, runs: list[dict], analysis: dict, path: str, title:
 
 
 # ------------------------------------------------------------------------------------------------ docs
+def labels_note(meta: dict) -> str:
+    """`` Labels: ...`` when a results file's runs were relabelled after they ran (``meta["relabelled"]``), else ``""``."""
+    return f" Labels: {meta['relabelled']}" if meta.get("relabelled") else ""
+
+
 def update_docs_section(body: str, path: str, section: str) -> None:
     """Replace the text between ``<!-- section:start -->`` and ``<!-- section:end -->`` (appended when absent)."""
     start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"

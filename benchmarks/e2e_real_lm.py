@@ -494,8 +494,8 @@ def render(payload: dict, out: Path, name: str, docs: str | None) -> None:
         " The invocation was stopped before its last runs; the table holds the runs it finished.")
     body = "\n\n".join([
         "## End to end on a real LM (SmolLM2-135M-Instruct + LoRA, CPU)",
-        f"Command: `{payload['meta']['command']}`; {payload['meta']['total_seconds']:.0f} s for the runs shown.{done} "
-        + (f"Labels: {payload['meta']['relabelled']} " if payload["meta"].get("relabelled") else "") +
+        f"Command: `{payload['meta']['command']}`; {payload['meta']['total_seconds']:.0f} s for the runs shown.{done}"
+        + A.labels_note(payload["meta"]) + " "
         f"Pool: {info['pool_size']} measured prompts of the families {', '.join(info['families'])} (mean measured "
         f"pass rate {info['pool_mean_pass_rate']:.2f}, expected useful share under uniform sampling at G = "
         f"{size['group']}: {info['pool_expected_useful_share']:.2f}); held-out: {info['heldout_size']} fresh "
@@ -586,7 +586,7 @@ def stats_section(payload: dict, png: Path, docs: str | None) -> None:
         f"{defaults['depo_candidate_multiplier']} candidates per slot, band [{defaults['depo_band_low']}, "
         f"{defaults['depo_band_high']}], exploration {defaults['depo_exploration']}"
         f"{', adaptive' if defaults['depo_adaptive_exploration'] else ''})."
-        + (f" Labels: {payload['meta']['relabelled']}" if payload["meta"].get("relabelled") else "")
+        + A.labels_note(payload["meta"])
         + " Per seed: training RNG, the "
         f"order of the {info['pool_size']}-prompt pool "
         f"(the measured prompts of the families {', '.join(info['families'])}, every level, mean measured pass rate "

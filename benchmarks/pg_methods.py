@@ -335,21 +335,19 @@ class SelectorArm(Run):
             self.diagnose(indices, predicted, picked)
             t0 += time.perf_counter() - t_diag  # diagnostics are not the method's time
         groups = self.rollout([indices[k] for k in picked])
+        explored = [r == REASON_EXPLORE for r in reasons] if reasons is not None else [False] * len(groups)
+        for k, e, g in zip(picked, explored, groups):  # a diagnostic (not the method's time): side of the band, yield
+            if e:
+                side = self.ledger.exploration_sides["above" if predicted[k] > self.selector.band[1] else "below"]
+                side[0] += 1
+                side[1] += int(0 < g["passes"] < self.G)
         t1 = time.perf_counter()
         if scores is not None:
             passes = [g["passes"] for g in groups]
             trials = [self.G] * len(groups)
-            if self.hide_exploration and reasons is not None:  # trials 0: no label for the estimator or history
-                hidden = [r == REASON_EXPLORE for r in reasons]
-                passes = [0 if h else p for p, h in zip(passes, hidden)]
-                trials = [0 if h else t for t, h in zip(trials, hidden)]
-            if reasons is not None:  # which side of the band the exploration picks came from, and their yield
-                high = self.selector.band[1]
-                for k, r, g in zip(picked, reasons, groups):
-                    if r == REASON_EXPLORE:
-                        side = self.ledger.exploration_sides["above" if predicted[k] > high else "below"]
-                        side[0] += 1
-                        side[1] += int(0 < g["passes"] < self.G)
+            if self.hide_exploration:  # trials 0: no label for the estimator or history
+                passes = [0 if e else p for p, e in zip(passes, explored)]
+                trials = [0 if e else t for t, e in zip(trials, explored)]
             share = self.selector.exploration_yield.share()  # the share this round's selection used
             outcome = self.selector.observe(scores, picked, passes, trials)
             if filtering:

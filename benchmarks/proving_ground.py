@@ -433,7 +433,7 @@ def render(payload: dict, out_dir: str, docs: str | None, log=print) -> str:
             "## Proving ground: DEPO's own predictor against faithful baselines and an oracle",
             f"Command: `{meta['command']}`. Machine: {meta['machine']}; load average at start {meta['load']}. "
             f"{'Its parts' if meta.get('parts') else 'This invocation'} took {meta['total_seconds']:.0f} s "
-            f"({meta['reused']} runs reused)." + (f" Labels: {meta['relabelled']}" if meta.get("relabelled") else ""),
+            f"({meta['reused']} runs reused)." + e2e_analysis.labels_note(meta),
             "Task: shift-then-reverse (`benchmarks/pg_task.py`): the policy writes its working (the shifted letters), "
             f"then `|`, then the answer (the shifted letters reversed); the reward checks the answer only. Tiny Qwen2 "
             "(char-level): a shared base learns the task on lengths 3-7, then every seed continues it from a noisy "
