@@ -39,6 +39,9 @@ from depo_trl.selection import REASON_EXPLORE
 from .baselines import GRESOSelector
 
 
+CLASS_BLOCK = 40  # steps per block of the ledger's class_blocks
+
+
 @dataclass
 class Ledger:
     steps: int = 0
@@ -59,6 +62,8 @@ class Ledger:
     exploration: list = field(default_factory=list)  # per filtering round: [exploration yield ratio, share used]
     # exploration picks by side of the band they were predicted on: side -> [groups, useful groups]
     exploration_sides: dict = field(default_factory=lambda: {"below": [0, 0], "above": [0, 0]})
+    # rolled-out groups by the prompt's difficulty class, per block of CLASS_BLOCK steps: [{class: [groups, useful]}]
+    class_blocks: list = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -137,12 +142,18 @@ class Run:
         completions = T.sample(self.model, self.codec, prompts, self.spec.max_new_tokens, self.generator)
         groups = []
         led = self.ledger
+        while len(led.class_blocks) <= led.steps // CLASS_BLOCK:
+            led.class_blocks.append({})
+        block = led.class_blocks[led.steps // CLASS_BLOCK]
         for k, i in enumerate(indices):
             comps = completions[k * G: (k + 1) * G]
             rewards = np.array([T.reward(self.codec.decode(c), self.pool[i]["answer"]) for c in comps])
             passes = int(rewards.sum())
             groups.append({"index": i, "completions": comps, "rewards": rewards, "passes": passes})
             led.useful_groups += int(0 < passes < G)
+            counts = block.setdefault(self.pool[i]["cls"], [0, 0])
+            counts[0] += 1
+            counts[1] += int(0 < passes < G)
         led.generate_calls += 1
         led.completions += len(prompts)
         led.generated_tokens += sum(len(c) for c in completions)
@@ -252,6 +263,9 @@ class GRESOArm(DSArm):
         self.rule.observe(None, np.array([g["index"] for g in groups]), np.array([g["passes"] for g in groups]))
 
 
+CELL_REFERENCE, CELL_SAMPLES = 24, 4  # ORACLE-cell: reference prompts per cell, samples per reference prompt
+
+
 class SelectorArm(Run):
     """DEPO's round through ``PromptSelector`` (``oracle=True``: the true pass rate replaces the prediction).
 
@@ -261,7 +275,8 @@ class SelectorArm(Run):
 
     def __init__(self, *args, oracle: bool = False, selector_settings: dict | None = None, K: int = 4,
                  warmup: int = 10, max_rollouts_per_epoch: int | None = 1, diagnose: bool = True,
-                 pooling: str = "mean", oracle_exploration: float = 0.0, hide_exploration: bool = False, **kwargs):
+                 pooling: str = "mean", oracle_exploration: float = 0.0, hide_exploration: bool = False,
+                 oracle_warmup: int = 0, oracle_cell: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         from depo_trl import PromptSelector
         from depo_trl.candidates import CandidateStream
@@ -269,7 +284,18 @@ class SelectorArm(Run):
         self.oracle, self.K, self.cap, self.do_diagnose = oracle, int(K), max_rollouts_per_epoch, diagnose
         self.pooling, self.oracle_exploration = pooling, float(oracle_exploration)
         self.hide_exploration = bool(hide_exploration)
-        self.warmup = 0 if oracle else int(warmup)
+        self.warmup = int(oracle_warmup) if oracle else int(warmup)
+        # oracle_cell (a diagnostic): the oracle knows the true mean pass rate of each candidate's (shift, length)
+        # cell, measured on a fixed reference sample of the cell, and nothing about the prompt itself: what a
+        # perfect content predictor without per-prompt knowledge could reach.
+        self.oracle_cell = bool(oracle_cell)
+        if self.oracle_cell:
+            by_cell: dict[tuple[int, int], list[int]] = {}
+            for i, row in enumerate(self.pool):
+                by_cell.setdefault((row["shift"], row["length"]), []).append(i)
+            pick = np.random.default_rng([self.seed, 7])
+            self.cell_reference = {c: [self.pool[j] for j in pick.permutation(v)[:CELL_REFERENCE]]
+                                   for c, v in by_cell.items()}
         # The trainer's wiring: DEPOConfig field names; what is not given takes the engine's default, except the
         # feature groups, where DEPOTrainer's default (with the policy embedding) differs from the bare engine's.
         settings = {"depo_features": ["length", "history", "embedding"]} | dict(selector_settings or {})
@@ -292,6 +318,17 @@ class SelectorArm(Run):
         texts = [r["prompt"] for r in rows]
         keys = np.array([prompt_key(t) for t in texts], dtype=np.int64)
         counts = np.array([len(t) for t in texts])
+        if self.oracle and self.oracle_cell:  # each cell's mean over its reference prompts (not counted)
+            cells = sorted({(r["shift"], r["length"]) for r in rows})
+            reference = [r for c in cells for r in self.cell_reference[c]]
+            rates = T.measured_pass_rate(self.model, self.codec, reference, CELL_SAMPLES, self.spec.max_new_tokens,
+                                         self.measure_generator)
+            mean, start = {}, 0
+            for c in cells:
+                n = len(self.cell_reference[c])
+                mean[c], start = float(rates[start: start + n].mean()), start + n
+            true = np.array([mean[(r["shift"], r["length"])] for r in rows])
+            return None, true, keys, np.zeros((len(rows), 1))
         if self.oracle:  # measured by sampling, not counted: the oracle is a ceiling, not a method
             true = T.measured_pass_rate(self.model, self.codec, rows, self.size["oracle_samples"],
                                         self.spec.max_new_tokens, self.measure_generator)

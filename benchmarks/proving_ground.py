@@ -82,6 +82,13 @@ METHODS: dict[str, tuple[str, dict]] = {
     # The oracle with DEPO's exploration share (0.1 of the picks uniform from outside the true band): does a perfect
     # predictor still gain from exploring?
     "ORACLE-x01": ("DEPO", {"oracle": True, "oracle_exploration": 0.1}),
+    # Where DEPO's gap to the oracle lies (diagnostics): the oracle after DEPO's 10 uniform warm-up rounds, and an
+    # oracle that knows only the true mean pass rate of each candidate's (shift, length) cell, not of the prompt.
+    "ORACLE-w10": ("DEPO", {"oracle": True, "oracle_warmup": 10}),
+    "ORACLE-cell": ("DEPO", {"oracle": True, "oracle_cell": True}),
+    # Per-prompt knowledge from the prompt's own record: the hierarchical estimator (content prior + the prompt's
+    # rolled-out groups, conjugate Beta) with every other default:
+    "DEPO-hierb": ("DEPO", {"selector_settings": {"depo_estimator": "hierarchical"}}),
     # In-band picks at random (the paper's rule) instead of best-first by expected usefulness:
     "DEPO-uband": ("DEPO", _fixed({"depo_selection": "band_uniform"})),
     "ORACLE-uband": ("DEPO", {"oracle": True, "selector_settings": {"depo_selection": "band_uniform"}}),
@@ -335,6 +342,39 @@ def ranking_table(entry: dict) -> str:
     return "\n".join(lines)
 
 
+def class_table(runs: list[dict]) -> str:
+    """Where each arm's rollouts went, per block of steps: the share of rolled-out groups on each difficulty class
+    and the useful rate of those groups (pooled over the seeds whose ledger recorded ``class_blocks``)."""
+    from .pg_methods import CLASS_BLOCK
+
+    pooled: dict[str, list[dict]] = {}
+    for r in runs:
+        for b, block in enumerate(r["ledger"].get("class_blocks") or []):
+            blocks = pooled.setdefault(r["method"], [])
+            while len(blocks) <= b:
+                blocks.append({})
+            for cls, (n, u) in block.items():
+                have = blocks[b].setdefault(cls, [0, 0])
+                have[0], have[1] = have[0] + n, have[1] + u
+    if not pooled:
+        return ""
+    classes = [c for c in ("solved", "frontier", "beyond") if any(c in b for bl in pooled.values() for b in bl)]
+    width = max(len(b) for b in pooled.values())
+    head = "| method | class | " + " | ".join(f"steps {b * CLASS_BLOCK + 1}-{(b + 1) * CLASS_BLOCK}"
+                                              for b in range(width)) + " |"
+    lines = ["Where the rollouts went (seeds pooled; share of rolled-out groups on the class, and in brackets the "
+             "share of those groups that were useful):", "", head, "|" + "---|" * (width + 2)]
+    for m, blocks in pooled.items():
+        for cls in classes:
+            cells = []
+            for block in blocks:
+                total = sum(n for n, _ in block.values())
+                n, u = block.get(cls, [0, 0])
+                cells.append(f"{n / total:.2f} ({u / n:.2f})" if n else f"{0:.2f}")
+            lines.append(f"| {m} | {cls} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def targets_text(regime: str, entry: dict) -> str:
     c = entry["completions"]["methods"].get("DEPO")
     if c is None:
@@ -413,7 +453,7 @@ def render(payload: dict, out_dir: str, docs: str | None, log=print) -> str:
             + f", in band {p['in_band_share']:.2f}, expected useful share under uniform "
             + f"{p['expected_useful_share']:.2f}"
             for s, p in prof.items())
-        texts.append("\n\n".join([
+        texts.append("\n\n".join(part for part in [
             f"### `{regime}` ({len(entry['seeds'])} seeds: {entry['seeds']})",
             f"Warm-started pools (teacher-forced probability of the reference trace, a lower bound of the pass rate: "
             f"it misses passes through other working): {prof_line}.",
@@ -423,7 +463,8 @@ def render(payload: dict, out_dir: str, docs: str | None, log=print) -> str:
             "Ranking quality of the DEPO arms over their filtering rounds (predicted vs true pass rate of the "
             "candidates; measured, not counted as cost):",
             ranking_table(entry),
-            targets_text(regime, entry)]))
+            class_table(payload["runs"][regime]),
+            targets_text(regime, entry)] if part))
     body = "\n\n".join(texts)
     png = os.path.join(out_dir, f"{meta['name']}.png")
     if plot(payload, png):

@@ -306,6 +306,13 @@ def test_proving_ground_quick(tmp_path):
     comp = payload["analysis"]["hard"]["completions"]["methods"]
     assert set(comp) == set(runs) and all("ratio" in c and "area" in c for c in comp.values())
     assert runs["DEPO"]["ranking_rounds"], "DEPO filtered after its warm-up and its ranking was measured"
+    for r in runs.values():  # every rolled-out group is counted once in the class blocks, one block per 40 steps
+        blocks = r["ledger"]["class_blocks"]
+        assert len(blocks) == 1 and sum(n for b in blocks for n, _ in b.values()) == r["ledger"]["groups"]
+        assert sum(u for b in blocks for _, u in b.values()) == r["ledger"]["useful_groups"]
+    table = proving_ground.class_table(payload["runs"]["hard"])
+    assert all(f"| {m} | frontier |" in table for m in runs) and "steps 1-40" in table
+    assert proving_ground.class_table([dict(r, ledger={}) for r in payload["runs"]["hard"]]) == ""  # older runs
     assert (tmp_path / "proving_ground_quick.json").exists() and (tmp_path / "proving_ground_quick.png").exists()
 
     # --merge joins invocations run side by side (e.g. one per regime) and refuses a run given twice

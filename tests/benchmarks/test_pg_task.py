@@ -55,3 +55,27 @@ def test_noisy_teacher_slips_at_its_rate_and_keeps_answer_consistent_with_workin
     # a slipped working gives a wrong answer: the reward checks the answer against the exact shift
     slipped = next(t for t in traces if t != T.trace_of(2, word))
     assert T.reward(slipped, T.answer_of(2, word)) == 0.0
+
+
+def test_cell_oracle_knows_each_cell_not_each_prompt():
+    """ORACLE-cell scores a candidate by the measured mean pass rate of its (shift, length) cell's reference prompts:
+    every candidate of one cell gets the same score, and the references are prompts of that cell."""
+    import torch
+
+    from benchmarks import pg_methods as M
+    from benchmarks.proving_ground import SIZES
+
+    spec = T.TaskSpec()
+    size = dict(SIZES["quick"])
+    pool, _ = T.make_sets(spec, "easy", size["n_pool"], size["n_heldout"], seed=0)
+    _, model = T.build(spec, seed=0)
+    arm = M.SelectorArm(model, T.Codec(T.build(spec, seed=0)[0]), pool, spec, size, 0, oracle=True, oracle_cell=True)
+    assert all((r["shift"], r["length"]) == cell for cell, refs in arm.cell_reference.items() for r in refs)
+    indices = list(range(40))
+    torch.manual_seed(0)
+    _, scores, _, _ = arm._score(indices)
+    by_cell = {}
+    for i, score in zip(indices, scores):
+        by_cell.setdefault((pool[i]["shift"], pool[i]["length"]), set()).add(float(score))
+    assert len(by_cell) > 1 and all(len(values) == 1 for values in by_cell.values())
+    assert arm.ledger.completions == 0  # the oracle's measurement is not counted as the arm's cost
