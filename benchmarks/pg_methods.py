@@ -263,6 +263,12 @@ class GRESOArm(DSArm):
         self.rule.observe(None, np.array([g["index"] for g in groups]), np.array([g["passes"] for g in groups]))
 
 
+def _metadata(row: dict, column: str):
+    """A pool row's dataset column for the ``metadata`` feature group; ``cell`` is its (shift, length) cell, what a
+    dataset's difficulty-level column would be."""
+    return f"{row['shift']}-{row['length']}" if column == "cell" else row[column]
+
+
 CELL_REFERENCE, CELL_SAMPLES = 24, 4  # ORACLE-cell: reference prompts per cell, samples per reference prompt
 
 
@@ -338,7 +344,8 @@ class SelectorArm(Run):
         if self.selector.needs_embedding:
             self.ledger.prefill_tokens += int(counts.sum())
             embeddings = T.embed(self.model, self.codec, rows, pooling=self.pooling)
-        scores = self.selector.score(texts, keys=keys, token_counts=counts, embeddings=embeddings)
+        metadata = {c: [_metadata(r, c) for r in rows] for c in self.selector.metadata_columns} or None
+        scores = self.selector.score(texts, keys=keys, token_counts=counts, embeddings=embeddings, metadata=metadata)
         return scores, scores.predicted, keys, scores.features
 
     def step(self):

@@ -89,6 +89,12 @@ METHODS: dict[str, tuple[str, dict]] = {
     # Per-prompt knowledge from the prompt's own record: the hierarchical estimator (content prior + the prompt's
     # rolled-out groups, conjugate Beta) with every other default:
     "DEPO-hierb": ("DEPO", {"selector_settings": {"depo_estimator": "hierarchical"}}),
+    # DEPO told each prompt's (shift, length) cell as a dataset column (the metadata feature group, as a "level"
+    # column would be): how close DEPO's own online estimator comes to ORACLE-cell when the cell is known.
+    "DEPO-meta": ("DEPO", {"selector_settings": {
+        "depo_features": ["length", "history", "embedding", "metadata"],
+        # hash seed 1170: the 28 cells fall into 28 distinct buckets of 64
+        "depo_feature_options": {"metadata": {"columns": {"cell": "categorical"}, "buckets": 64, "seed": 1170}}}}),
     # In-band picks at random (the paper's rule) instead of best-first by expected usefulness:
     "DEPO-uband": ("DEPO", _fixed({"depo_selection": "band_uniform"})),
     "ORACLE-uband": ("DEPO", {"oracle": True, "selector_settings": {"depo_selection": "band_uniform"}}),

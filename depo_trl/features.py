@@ -763,7 +763,8 @@ class Featurizer:
             group_options = dict(options.get(n) or {})
             if n == "embedding":
                 group_options.setdefault("dim", embedding_dim)
-            self.groups.append(make_feature_group(n, seed=seed, **group_options))
+            # a group's own "seed" option (e.g. to pick its hash buckets) wins over the run's seed
+            self.groups.append(make_feature_group(n, seed=group_options.pop("seed", seed), **group_options))
         declared = {r for g in self.groups for r in _check_requires(g)}
         self._requires = tuple(r for r in GROUP_INPUTS if r in declared)
         answers = set()

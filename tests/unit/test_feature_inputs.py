@@ -187,3 +187,12 @@ def test_two_groups_asking_for_different_answers_are_refused(registered):
     registered(AnswerLength)
     with pytest.raises(ValueError, match="declare answer_logprobs for different answers"):
         Featurizer(["answer_likelihood", "test_answer_length"])
+
+
+def test_a_group_seed_option_overrides_the_run_seed():
+    """A feature group's own ``seed`` option (e.g. to choose its hash buckets) is used instead of the run's seed,
+    not refused as a duplicate argument; groups without one follow the run's seed."""
+    options = {"metadata": {"columns": {"level": "categorical"}, "seed": 7}}
+    f = Featurizer(["metadata", "text"], seed=3, options=options)
+    assert [g.seed for g in f.groups] == [7, 3]
+    assert options["metadata"]["seed"] == 7  # the caller's options are not consumed
