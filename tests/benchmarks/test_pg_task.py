@@ -79,3 +79,27 @@ def test_cell_oracle_knows_each_cell_not_each_prompt():
         by_cell.setdefault((pool[i]["shift"], pool[i]["length"]), set()).add(float(score))
     assert len(by_cell) > 1 and all(len(values) == 1 for values in by_cell.values())
     assert arm.ledger.completions == 0  # the oracle's measurement is not counted as the arm's cost
+
+
+def test_depo_meta_reads_the_cell_as_a_metadata_column():
+    """DEPO-meta's selector asks for the ``cell`` column; the arm hands it the (shift, length) cell of each candidate,
+    so candidates of one cell share the metadata one-hot block and different cells do not."""
+    import numpy as np
+
+    from benchmarks import pg_methods as M
+    from benchmarks.proving_ground import METHODS, SIZES
+
+    spec = T.TaskSpec()
+    size = dict(SIZES["quick"])
+    pool, _ = T.make_sets(spec, "balanced", size["n_pool"], size["n_heldout"], seed=0)
+    tokenizer, model = T.build(spec, seed=0)
+    arm = M.SelectorArm(model, T.Codec(tokenizer), pool, spec, size, 0, **METHODS["DEPO-meta"][1])
+    assert arm.selector.metadata_columns == ["cell"]
+    indices = list(range(60))
+    scores, _, _, features = arm._score(indices)
+    onehot = features[:, -64:]  # the metadata group comes last: 64 buckets
+    assert np.allclose(onehot.sum(axis=1), 1.0)
+    cells = [f"{pool[i]['shift']}-{pool[i]['length']}" for i in indices]
+    bucket = {c: int(np.argmax(row)) for c, row in zip(cells, onehot)}
+    assert all(int(np.argmax(row)) == bucket[c] for c, row in zip(cells, onehot))
+    assert len(set(bucket.values())) == len(bucket) > 1  # the chosen hash seed keeps the cells apart
