@@ -95,6 +95,10 @@ METHODS: dict[str, tuple[str, dict]] = {
         "depo_features": ["length", "history", "embedding", "metadata"],
         # hash seed 1170: the 28 cells fall into 28 distinct buckets of 64
         "depo_feature_options": {"metadata": {"columns": {"cell": "categorical"}, "buckets": 64, "seed": 1170}}}}),
+    # ... and the cell alone (no length, history or embedding): DEPO's online estimate of each cell's pass rate
+    "DEPO-metaonly": ("DEPO", {"selector_settings": {
+        "depo_features": ["metadata"],
+        "depo_feature_options": {"metadata": {"columns": {"cell": "categorical"}, "buckets": 64, "seed": 1170}}}}),
     # In-band picks at random (the paper's rule) instead of best-first by expected usefulness:
     "DEPO-uband": ("DEPO", _fixed({"depo_selection": "band_uniform"})),
     "ORACLE-uband": ("DEPO", {"oracle": True, "selector_settings": {"depo_selection": "band_uniform"}}),
