@@ -95,6 +95,12 @@ METHODS: dict[str, tuple[str, dict]] = {
         "depo_features": ["length", "history", "embedding", "metadata"],
         # hash seed 1170: the 28 cells fall into 28 distinct buckets of 64
         "depo_feature_options": {"metadata": {"columns": {"cell": "categorical"}, "buckets": 64, "seed": 1170}}}}),
+    # Exploration in proportion to doubt (Thompson draws from the estimator's uncertainty) instead of the band and a
+    # uniform exploration share, with the default features and with the cell column:
+    "DEPO-thompson": ("DEPO", {"selector_settings": {"depo_selection": "thompson"}}),
+    "DEPO-meta-thompson": ("DEPO", {"selector_settings": {
+        "depo_features": ["length", "history", "embedding", "metadata"], "depo_selection": "thompson",
+        "depo_feature_options": {"metadata": {"columns": {"cell": "categorical"}, "buckets": 64, "seed": 1170}}}}),
     # ... and the cell alone (no length, history or embedding): DEPO's online estimate of each cell's pass rate
     "DEPO-metaonly": ("DEPO", {"selector_settings": {
         "depo_features": ["metadata"],
