@@ -57,6 +57,10 @@ def _fixed(settings: dict | None = None, **kwargs) -> dict:
     return {"selector_settings": FIXED | dict(settings or {})} | kwargs
 
 
+# The (shift, length) cell as a categorical dataset column for the metadata feature group (DEPO-meta and its
+# variants); hash seed 1170 puts the 28 cells in 28 distinct buckets of 64.
+CELL_COLUMN = {"metadata": {"columns": {"cell": "categorical"}, "buckets": 64, "seed": 1170}}
+
 # label -> (arm, keyword arguments of the arm). The DEPO family drives PromptSelector (see pg_methods).
 METHODS: dict[str, tuple[str, dict]] = {
     "GRPO": ("GRPO", {}),
@@ -93,18 +97,17 @@ METHODS: dict[str, tuple[str, dict]] = {
     # column would be): how close DEPO's own online estimator comes to ORACLE-cell when the cell is known.
     "DEPO-meta": ("DEPO", {"selector_settings": {
         "depo_features": ["length", "history", "embedding", "metadata"],
-        # hash seed 1170: the 28 cells fall into 28 distinct buckets of 64
-        "depo_feature_options": {"metadata": {"columns": {"cell": "categorical"}, "buckets": 64, "seed": 1170}}}}),
+        "depo_feature_options": CELL_COLUMN}}),
     # Exploration in proportion to doubt (Thompson draws from the estimator's uncertainty) instead of the band and a
     # uniform exploration share, with the default features and with the cell column:
     "DEPO-thompson": ("DEPO", {"selector_settings": {"depo_selection": "thompson"}}),
     "DEPO-meta-thompson": ("DEPO", {"selector_settings": {
         "depo_features": ["length", "history", "embedding", "metadata"], "depo_selection": "thompson",
-        "depo_feature_options": {"metadata": {"columns": {"cell": "categorical"}, "buckets": 64, "seed": 1170}}}}),
+        "depo_feature_options": CELL_COLUMN}}),
     # ... and the cell alone (no length, history or embedding): DEPO's online estimate of each cell's pass rate
     "DEPO-metaonly": ("DEPO", {"selector_settings": {
         "depo_features": ["metadata"],
-        "depo_feature_options": {"metadata": {"columns": {"cell": "categorical"}, "buckets": 64, "seed": 1170}}}}),
+        "depo_feature_options": CELL_COLUMN}}),
     # In-band picks at random (the paper's rule) instead of best-first by expected usefulness:
     "DEPO-uband": ("DEPO", _fixed({"depo_selection": "band_uniform"})),
     "ORACLE-uband": ("DEPO", {"oracle": True, "selector_settings": {"depo_selection": "band_uniform"}}),

@@ -448,6 +448,13 @@ class DEPOTrainer(GRPOTrainer):
             else:
                 self.load_depo_state_dict(state)
 
+    def end(self):
+        """Wait for every rank, then let transformers finish the trackers and destroy the process group: destroying
+        the gloo group while another rank is still in a collective can abort that rank ("terminate called without an
+        active exception") after a successful run."""
+        self.accelerator.wait_for_everyone()
+        super().end()
+
     def depo_summary(self) -> str:
         """A short human-readable account of what DEPO skipped and what it saved."""
         if self.depo_disabled_reason is not None:

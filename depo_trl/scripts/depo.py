@@ -208,10 +208,7 @@ def main(script_args, training_args, model_args, dataset_args):
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
     if Version(transformers.__version__) >= Version("5.18.0"):
-        # Every rank out of its collectives first: destroying the gloo group while another rank is still in one can
-        # abort that rank ("terminate called without an active exception") after a successful run.
-        trainer.accelerator.wait_for_everyone()
-        trainer.end()
+        trainer.end()  # DEPOTrainer.end waits for every rank before the process group is destroyed
     return trainer
 
 

@@ -130,8 +130,7 @@ def main(out_dir: str, max_steps: int, save_steps: int, resume: str | None, gath
     }
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(report, f)
-    trainer.accelerator.wait_for_everyone()  # every rank out of its collectives before the group is destroyed
-    trainer.end()
+    trainer.end()  # waits for every rank, then destroys the group
 
 
 if __name__ == "__main__":

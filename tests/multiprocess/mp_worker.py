@@ -74,9 +74,7 @@ def main(out_dir: str, per_device_batch: int, backend: str, features: str = "def
         json.dump(report, f)
     # As a real script ends (depo_trl/scripts/depo.py does the same): wait for every rank, then destroy the gloo
     # group. Left to interpreter teardown, gloo's threads can abort one rank ("terminate called without an active
-    # exception") after a successful run. The barrier first: a rank that destroys its group while another is still
-    # in a collective can abort that one the same way.
-    trainer.accelerator.wait_for_everyone()
+    # exception") after a successful run; DEPOTrainer.end waits for every rank first.
     trainer.end()
 
 
