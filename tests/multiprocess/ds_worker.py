@@ -26,6 +26,7 @@ from depo_trl.history import prompt_key  # noqa: E402
 from depo_trl.scripts.run_config import run_config, save_run_config  # noqa: E402
 from depo_trl.state import save_state  # noqa: E402
 from depo_trl.tiny import build_model, build_tokenizer  # noqa: E402
+from worker_exit import exit_after_report  # noqa: E402  (this folder: sys.path[0] when run as a script)
 
 
 def sharding(engine) -> dict:
@@ -137,3 +138,4 @@ if __name__ == "__main__":
     argv = [a for a in sys.argv[1:] if a != "--no-16bit"]
     main(argv[0], int(argv[1]), int(argv[2]), argv[3] if len(argv) > 3 and argv[3] != "-" else None,
          "--no-16bit" not in sys.argv)
+    exit_after_report()

@@ -17,6 +17,7 @@ from datasets import Dataset  # noqa: E402
 from depo_trl import DEPOConfig, DEPOTrainer  # noqa: E402
 from depo_trl.history import prompt_key  # noqa: E402
 from depo_trl.tiny import build_model, build_tokenizer  # noqa: E402
+from worker_exit import exit_after_report  # noqa: E402  (this folder: sys.path[0] when run as a script)
 
 
 def main(out_dir: str, per_device_batch: int, backend: str, features: str = "default") -> None:
@@ -72,11 +73,9 @@ def main(out_dir: str, per_device_batch: int, backend: str, features: str = "def
     }
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(report, f)
-    # As a real script ends (depo_trl/scripts/depo.py does the same): wait for every rank, then destroy the gloo
-    # group. Left to interpreter teardown, gloo's threads can abort one rank ("terminate called without an active
-    # exception") after a successful run; DEPOTrainer.end waits for every rank first.
-    trainer.end()
+    trainer.end()  # as a real script ends (depo_trl/scripts/depo.py): wait for every rank, then destroy the group
 
 
 if __name__ == "__main__":
     main(sys.argv[1], int(sys.argv[2]), sys.argv[3], *sys.argv[4:5])
+    exit_after_report()
