@@ -56,7 +56,7 @@ class DEPOConfig(GRPOConfig):
             estimator keeps seeing them and skipped prompts can come back.
         depo_adaptive_exploration (`bool`, *optional*, defaults to `True`):
             Scale the exploration share each round by how often exploration picks have given mixed groups relative
-            to the policy's own picks (full share at a ratio of 0.6 or more, a tenth of it at 0.3 or less; see
+            to the policy's own picks (full share at a ratio of 0.5 or more, a tenth of it at 0.4 or less; see
             `depo_trl.exploration`). The ratio is logged as `depo/exploration_yield` either way.
         depo_estimator (`str`, *optional*, defaults to `"logistic"`):
             Pass-rate estimator: a registry name (see `depo_trl.estimators.ESTIMATORS`) or a dotted path

@@ -21,8 +21,11 @@ revisit) and the groups drawn for exploration. Their useful rates, each with a B
     exploration * clip((rho - ratio_low) / (ratio_high - ratio_low), floor, 1)
 
 so the full share is kept while an exploration pick is worth at least ``ratio_high`` of a chosen one, and it falls
-to ``floor`` times the share when it is worth ``ratio_low`` or less. The floor keeps exploring (and measuring):
-nothing is ruled out for good, and the share comes back if the excluded region starts to yield. With
+to ``floor`` times the share when it is worth ``ratio_low`` or less. The defaults, 0.4 and 0.5, sit between the
+ratios measured where exploration pays (about 0.5: the easy and balanced pools) and where it is waste (0.33-0.37: the
+hard pool, the replay log); the earlier [0.3, 0.6] gave the easy pool only two thirds of the share. The floor keeps
+exploring (and measuring): nothing is ruled out for good, and the share comes back if the excluded region starts to
+yield. With
 ``adaptive=False`` (``depo_adaptive_exploration: false``) the share is fixed and ``rho`` is only reported
 (``depo/exploration_yield``).
 """
@@ -47,7 +50,7 @@ class ExplorationYield:
         decay: per-round weight of the past counts (0.98: about the last 50 rounds).
     """
 
-    def __init__(self, exploration: float, adaptive: bool = True, ratio_low: float = 0.3, ratio_high: float = 0.6,
+    def __init__(self, exploration: float, adaptive: bool = True, ratio_low: float = 0.4, ratio_high: float = 0.5,
                  floor: float = 0.1, decay: float = 0.98):
         if not 0.0 <= ratio_low < ratio_high:
             raise ValueError(f"ratio_low ({ratio_low}) must be >= 0 and below ratio_high ({ratio_high}).")
