@@ -61,7 +61,9 @@ LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0,
 # so they keep the fixed share they ran with.
 DEPO_VARIANTS = {
     "DEPO": {},
-    # The exploration share fixed at 0.1 (the default before; see depo_trl.exploration):
+    # The adaptive share's thresholds before 2026-12-07 (see depo_trl.exploration):
+    "DEPO-y36": {"depo_exploration_yield_range": [0.3, 0.6]},
+    # The exploration share fixed at 0.1 (the default before 2026-12-06):
     "DEPO-fixed": {"depo_adaptive_exploration": False},
     # Every pick drawn in proportion to its expected usefulness (no band, no ranking; see depo_trl.selection):
     "DEPO-prop": {"depo_selection": "proportional", "depo_adaptive_exploration": False},

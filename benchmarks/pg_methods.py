@@ -282,7 +282,7 @@ class SelectorArm(Run):
     def __init__(self, *args, oracle: bool = False, selector_settings: dict | None = None, K: int = 4,
                  warmup: int = 10, max_rollouts_per_epoch: int | None = 1, diagnose: bool = True,
                  pooling: str = "mean", oracle_exploration: float = 0.0, hide_exploration: bool = False,
-                 oracle_warmup: int = 0, oracle_cell: bool = False, yield_ratios: tuple | None = None, **kwargs):
+                 oracle_warmup: int = 0, oracle_cell: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         from depo_trl import PromptSelector
         from depo_trl.candidates import CandidateStream
@@ -306,8 +306,6 @@ class SelectorArm(Run):
         # feature groups, where DEPOTrainer's default (with the policy embedding) differs from the bare engine's.
         settings = {"depo_features": ["length", "history", "embedding"]} | dict(selector_settings or {})
         self.selector = PromptSelector.from_config(settings, group_size=self.G, seed=self.seed)
-        if yield_ratios is not None:  # an ablation of the adaptive share's thresholds (not a config field)
-            self.selector.exploration_yield.ratio_low, self.selector.exploration_yield.ratio_high = yield_ratios
         self.stream = CandidateStream(len(self.pool), seed=self.seed)
         self.rows = [{"i": i} for i in range(len(self.pool))]
         self.rollouts: dict[int, tuple[int, int]] = {}  # index -> (walk pass, rollouts in it)

@@ -11,6 +11,7 @@ from trl import GRPOConfig
 
 from .deepspeed_checks import check_deepspeed_precision
 from .estimators import resolve_estimator_class
+from .exploration import DEFAULT_YIELD_RANGE, check_yield_range
 from .features import check_feature_names
 from .selection import check_band, check_exploration, check_policy_name
 
@@ -58,6 +59,10 @@ class DEPOConfig(GRPOConfig):
             Scale the exploration share each round by how often exploration picks have given mixed groups relative
             to the policy's own picks (full share at a ratio of 0.5 or more, a tenth of it at 0.4 or less; see
             `depo_trl.exploration`). The ratio is logged as `depo/exploration_yield` either way.
+        depo_exploration_yield_range (`list[float]`, *optional*, defaults to `[0.4, 0.5]`):
+            The exploration yields at which the adaptive share is a tenth of `depo_exploration` and all of it. The
+            defaults sit between the yields measured where exploration pays (about 0.5) and where it is waste
+            (0.33-0.37); see docs/benchmarks.md.
         depo_estimator (`str`, *optional*, defaults to `"logistic"`):
             Pass-rate estimator: a registry name (see `depo_trl.estimators.ESTIMATORS`) or a dotted path
             `module.ClassName`. An estimator instance can also be passed to `DEPOTrainer(estimator=...)`.
@@ -167,6 +172,11 @@ class DEPOConfig(GRPOConfig):
         default=True,
         metadata={"help": "Scale the exploration share by the useful rate of exploration picks relative to the "
                   "policy's picks (logged as depo/exploration_yield either way)."},
+    )
+    depo_exploration_yield_range: list[float] = field(
+        default_factory=lambda: list(DEFAULT_YIELD_RANGE),
+        metadata={"help": "Exploration yields [low, high] at which the adaptive share is a tenth of "
+                  "depo_exploration and all of it."},
     )
     depo_estimator: str = field(
         default="logistic",
@@ -282,6 +292,8 @@ class DEPOConfig(GRPOConfig):
         if not isinstance(self.depo_adaptive_exploration, bool):
             fail(f"depo_adaptive_exploration must be true or false, got {self.depo_adaptive_exploration!r}.",
                  "Use true to let the exploration share follow its measured yield, false to keep it fixed.")
+        self.depo_exploration_yield_range = list(
+            check_yield_range(self.depo_exploration_yield_range, name="depo_exploration_yield_range"))
         if not isinstance(self.depo_warmup_steps, int) or self.depo_warmup_steps < 0:
             fail(f"depo_warmup_steps must be an integer >= 0, got {self.depo_warmup_steps!r}.", "Use 0 for none.")
         every = self.depo_reference_every

@@ -40,7 +40,7 @@ import numpy as np
 
 from ._warnings import warn_user
 from .estimators import PassRateEstimator, make_estimator
-from .exploration import ExplorationYield
+from .exploration import DEFAULT_YIELD_RANGE, ExplorationYield, check_yield_range
 from .features import GROUP_INPUTS, CandidateBatch, Featurizer
 from .history import PromptHistory, prompt_key
 from .selection import (
@@ -137,6 +137,7 @@ CONFIG_FIELDS = {
     "selection": "depo_selection",
     "exploration": "depo_exploration",
     "adaptive_exploration": "depo_adaptive_exploration",
+    "exploration_yield_range": "depo_exploration_yield_range",
     "revisit_after": "depo_revisit_after",
     "history_max_prompts": "depo_history_max_prompts",
 }
@@ -158,6 +159,8 @@ class PromptSelector:
         adaptive_exploration: scale that share each round by how useful exploration picks have been relative to
             the policy's own (``depo_trl.exploration``; the default); ``False`` keeps it fixed and only reports the
             ratio.
+        exploration_yield_range: ``(low, high)`` exploration yields at which the adaptive share is a tenth of
+            ``exploration`` and all of it.
         revisit_after: rounds after which a skipped, previously rolled-out prompt goes first (``None``: never).
         history_max_prompts: prompts remembered by the history (least recently seen are forgotten first).
         seed: seeds the selection RNG and the feature groups' hashes and projections.
@@ -175,6 +178,7 @@ class PromptSelector:
         band: tuple[float, float] = (0.15, 0.85),
         exploration: float = 0.1,
         adaptive_exploration: bool = True,
+        exploration_yield_range: tuple[float, float] = DEFAULT_YIELD_RANGE,
         revisit_after: float | None = 256,
         history_max_prompts: int = 1_000_000,
         seed: int = 0,
@@ -185,7 +189,9 @@ class PromptSelector:
         self.group_size = int(group_size)
         self.band = check_band(*band)
         self.exploration = check_exploration(exploration)
-        self.exploration_yield = ExplorationYield(self.exploration, adaptive=adaptive_exploration)
+        low, high = check_yield_range(exploration_yield_range)
+        self.exploration_yield = ExplorationYield(self.exploration, adaptive=adaptive_exploration, ratio_low=low,
+                                                  ratio_high=high)
         self._last_selection: tuple[Scores, Selection] | None = None  # for observe() calls that omit the reasons
         self.selection = selection
         self.revisit_after = revisit_after

@@ -39,6 +39,22 @@ import numpy as np
 from .selection import REASON_EXPLORE, REASON_UNIFORM
 
 
+#: The exploration yields at which the adaptive share is ``floor`` times / all of the configured share.
+DEFAULT_YIELD_RANGE = (0.4, 0.5)
+
+
+def check_yield_range(value, name: str = "exploration_yield_range") -> tuple[float, float]:
+    """``(low, high)`` as floats with ``0 <= low < high``; anything else is refused with the fix."""
+    numbers = isinstance(value, (list, tuple)) and len(value) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    if not numbers or not 0.0 <= value[0] < value[1]:
+        raise ValueError(f"{name} must be two numbers [low, high] with 0 <= low < high, got {value!r}. They are the "
+                         "exploration yields (exploration picks' useful rate over the policy's own) at which the "
+                         f"adaptive share is a tenth of the exploration share and all of it; e.g. "
+                         f"{list(DEFAULT_YIELD_RANGE)}.")
+    return float(value[0]), float(value[1])
+
+
 class ExplorationYield:
     """Forgetful useful-rate counts of exploration and policy picks, and the exploration share they earn.
 
@@ -50,8 +66,8 @@ class ExplorationYield:
         decay: per-round weight of the past counts (0.98: about the last 50 rounds).
     """
 
-    def __init__(self, exploration: float, adaptive: bool = True, ratio_low: float = 0.4, ratio_high: float = 0.5,
-                 floor: float = 0.1, decay: float = 0.98):
+    def __init__(self, exploration: float, adaptive: bool = True, ratio_low: float = DEFAULT_YIELD_RANGE[0],
+                 ratio_high: float = DEFAULT_YIELD_RANGE[1], floor: float = 0.1, decay: float = 0.98):
         if not 0.0 <= ratio_low < ratio_high:
             raise ValueError(f"ratio_low ({ratio_low}) must be >= 0 and below ratio_high ({ratio_high}).")
         if not 0.0 < floor <= 1.0:
