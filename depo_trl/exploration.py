@@ -25,8 +25,7 @@ to ``floor`` times the share when it is worth ``ratio_low`` or less. The default
 ratios measured where exploration pays (about 0.5: the easy and balanced pools) and where it is waste (0.33-0.37: the
 hard pool, the replay log); the earlier [0.3, 0.6] gave the easy pool only two thirds of the share. The floor keeps
 exploring (and measuring): nothing is ruled out for good, and the share comes back if the excluded region starts to
-yield. With
-``adaptive=False`` (``depo_adaptive_exploration: false``) the share is fixed and ``rho`` is only reported
+yield. With ``adaptive=False`` (``depo_adaptive_exploration: false``) the share is fixed and ``rho`` is only reported
 (``depo/exploration_yield``).
 """
 
