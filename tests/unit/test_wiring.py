@@ -30,6 +30,7 @@ def _settings(selector: PromptSelector) -> dict:
         "features": selector.featurizer.names if hasattr(selector.featurizer, "names") else None,
         "band": selector.band,
         "exploration": selector.exploration,
+        "exploration_yield_range": (selector.exploration_yield.ratio_low, selector.exploration_yield.ratio_high),
         "selection": selector.selection,
         "revisit_after": selector.revisit_after,
         "history_max_prompts": selector.history.max_prompts,
@@ -59,12 +60,13 @@ def test_from_config_reads_a_config_and_a_run_record_alike(tmp_path):
     args = DEPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", seed=7, depo_band_low=0.2,
                       depo_band_high=0.7, depo_exploration=0.05, depo_selection="thompson", depo_revisit_after=None,
                       depo_features=["length", "history"], depo_history_max_prompts=1000, num_generations=4,
-                      per_device_train_batch_size=8)
+                      per_device_train_batch_size=8, depo_exploration_yield_range=[0.3, 0.6])
     from_args = PromptSelector.from_config(args, group_size=4, seed=args.seed)
     record = {"num_generations": 4, "seed": 7, "depo": {name: getattr(args, name) for name in (
         *CONFIG_FIELDS.values(), "depo_band_low", "depo_band_high")}}
     assert _settings(selector_from_run_config(record)) == _settings(from_args)
     assert from_args.band == (0.2, 0.7) and from_args.selection == "thompson" and from_args.revisit_after is None
+    assert (from_args.exploration_yield.ratio_low, from_args.exploration_yield.ratio_high) == (0.3, 0.6)
 
 
 def test_from_config_fills_missing_fields_with_the_engine_defaults():
