@@ -544,6 +544,9 @@ def stats_section(payload: dict, png: Path, docs: str | None) -> None:
     defaults = {f: DEPOConfig.__dataclass_fields__[f].default
                 for f in ("depo_candidate_multiplier", "depo_band_low", "depo_band_high", "depo_exploration",
                           "depo_adaptive_exploration")}
+    low, high = DEPOConfig.__dataclass_fields__["depo_exploration_yield_range"].default_factory()
+    adaptive = (f", adaptive: all of it at a yield of {high}, a tenth at {low}"
+                if defaults["depo_adaptive_exploration"] else "")
     n_seeds = len({r["seed"] for r in results})
     lines, stats = [], {}
     for variant in DEPO_VARIANTS:
@@ -587,7 +590,7 @@ def stats_section(payload: dict, png: Path, docs: str | None) -> None:
         f"time.{done} DEPO runs with every default (warm-up {warm} steps, K = "
         f"{defaults['depo_candidate_multiplier']} candidates per slot, band [{defaults['depo_band_low']}, "
         f"{defaults['depo_band_high']}], exploration {defaults['depo_exploration']}"
-        f"{', adaptive' if defaults['depo_adaptive_exploration'] else ''})."
+        f"{adaptive})."
         + A.labels_note(payload["meta"])
         + " Per seed: training RNG, the "
         f"order of the {info['pool_size']}-prompt pool "

@@ -16,8 +16,8 @@ from depo_trl.tasks import letters_dataset, letters_reward
         ({"depo_band_low": 0.9, "depo_band_high": 0.2}, "must be below depo_band_high"),
         ({"depo_exploration": 1.0}, r"depo_exploration must be in \[0, 1\)"),
         ({"depo_adaptive_exploration": "yes"}, "depo_adaptive_exploration must be true or false, got 'yes'"),
-        ({"depo_exploration_yield_range": [0.5, 0.4]}, r"depo_exploration_yield_range must be two numbers \[low, high\] "
-         r"with 0 <= low < high, got \[0.5, 0.4\]"),
+        ({"depo_exploration_yield_range": [0.5, 0.4]},
+         r"depo_exploration_yield_range must be two numbers \[low, high\] with 0 <= low < high, got \[0.5, 0.4\]"),
         ({"depo_exploration_yield_range": 0.5}, r"depo_exploration_yield_range must be two numbers"),
         ({"depo_warmup_steps": -1}, "depo_warmup_steps must be an integer >= 0"),
         ({"depo_reference_every": 1}, r"depo_reference_every must be 0 \(off\) or an integer >= 2, got 1 \(every "
