@@ -57,8 +57,8 @@ LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0,
         "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         "layers_to_transform": [24, 25, 26, 27, 28, 29]}
 # DEPO variants by label: DEPOConfig overrides on top of DEPO's defaults (and the short warm-up below).
-# The variants other than DEPO were measured before the exploration share became adaptive by default (2026-12-06),
-# so they keep the fixed share they ran with.
+# DEPO-fixed, DEPO-prop and DEPO-answer were measured before the exploration share became adaptive by default
+# (2026-12-06), so they keep the fixed share they ran with; DEPO-y36 keeps the adaptive share's earlier thresholds.
 DEPO_VARIANTS = {
     "DEPO": {},
     # The adaptive share's thresholds before 2026-12-07 (see depo_trl.exploration):

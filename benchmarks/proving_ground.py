@@ -105,12 +105,12 @@ METHODS: dict[str, tuple[str, dict]] = {
         "depo_features": ["length", "history", "embedding", "metadata"], "depo_selection": "thompson",
         "depo_feature_options": CELL_COLUMN}}),
     # ... and the cell alone (no length, history or embedding): DEPO's online estimate of each cell's pass rate
-    # the adaptive share's thresholds before 2026-12-07 (today [0.4, 0.5]: the runs first labelled DEPO-steep, which
-    # set them through an arm argument before they were a config field)
-    "DEPO-y36": ("DEPO", {"selector_settings": {"depo_exploration_yield_range": [0.3, 0.6]}}),
     "DEPO-metaonly": ("DEPO", {"selector_settings": {
         "depo_features": ["metadata"],
         "depo_feature_options": CELL_COLUMN}}),
+    # the adaptive share's thresholds before 2026-12-07 (today [0.4, 0.5]: the runs first labelled DEPO-steep, which
+    # set them through an arm argument before they were a config field)
+    "DEPO-y36": ("DEPO", {"selector_settings": {"depo_exploration_yield_range": [0.3, 0.6]}}),
     # In-band picks at random (the paper's rule) instead of best-first by expected usefulness:
     "DEPO-uband": ("DEPO", _fixed({"depo_selection": "band_uniform"})),
     "ORACLE-uband": ("DEPO", {"oracle": True, "selector_settings": {"depo_selection": "band_uniform"}}),

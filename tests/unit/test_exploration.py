@@ -39,7 +39,6 @@ def test_the_share_follows_the_ratio_between_the_thresholds_and_comes_back():
     assert y.share() == 0.2
 
 
-
 def test_the_default_thresholds_keep_the_share_where_picks_pay_half_and_cut_it_where_they_pay_a_third():
     """The ratios measured on the proving ground's easy pool (~0.5) and on the replay log (~0.35)."""
     pays, wasted = ExplorationYield(0.1, decay=1.0), ExplorationYield(0.1, decay=1.0)
@@ -48,6 +47,7 @@ def test_the_default_thresholds_keep_the_share_where_picks_pay_half_and_cut_it_w
         _round(wasted, 10, 9, 10, 3)  # 0.3 against 0.9: ratio ~0.33
     assert pays.share() == pytest.approx(0.1, abs=0.005)
     assert wasted.share() == pytest.approx(0.1 * wasted.floor)
+
 
 def test_unlabelled_groups_and_uniform_fallback_picks_count_for_neither_side():
     y = ExplorationYield(0.1, adaptive=True)
