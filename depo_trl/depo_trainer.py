@@ -449,9 +449,10 @@ class DEPOTrainer(GRPOTrainer):
                 self.load_depo_state_dict(state)
 
     def end(self):
-        """Wait for every rank, then let transformers finish the trackers and destroy the process group: destroying
-        the gloo group while another rank is still in a collective can abort that rank ("terminate called without an
-        active exception") after a successful run."""
+        """Wait for every rank, then let transformers finish the trackers and destroy the process group, so no rank
+        destroys the group while another is still in a collective. Objects that still hold the group (the wrapped
+        model) are freed later, at interpreter exit, where gloo can still rarely abort a rank ("terminate called
+        without an active exception"; the test workers skip finalization: tests/multiprocess/worker_exit.py)."""
         self.accelerator.wait_for_everyone()
         super().end()
 
